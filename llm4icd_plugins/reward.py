@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from llm4icd_plugins.normalize import canonicalize
-from llm4icd_plugins.parsing import parse_response
+from llm4icd_plugins.parsing import parse_codes, parse_response
 
 REWARD_KEYS = (
     "score", "f1", "precision", "recall", "tp", "fp", "fn", "n_pred", "n_gold",
@@ -41,12 +41,7 @@ def gold_codes(ground_truth: Any) -> tuple[str, ...]:
         items = ground_truth.tolist()
     else:
         items = ground_truth
-    seen: dict[str, None] = {}
-    for item in items:
-        code = canonicalize(item) if isinstance(item, str) else None
-        if code is not None:
-            seen.setdefault(code, None)
-    return tuple(seen)
+    return parse_codes(items).codes
 
 
 @lru_cache(maxsize=16)

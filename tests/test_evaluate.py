@@ -1,0 +1,161 @@
+"""The evaluation CLI: outputs agree with the metrics module, errors name file/line/fix, nothing leaks or half-writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data_tools.evaluate import main
+from llm4icd_plugins.metrics import corpus_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "Patient Zebediah Quux, born 03/04/1950"  # stands in for note text a model may echo
+OUTPUTS = ("metrics.json", "per_code.csv", "summary.md")
+
+
+def _write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+ROWS = [
+    {"id": "a", "gold": ["401.9", "428.0"], "pred": ["401.9", "250.00"]},
+    {"id": "b", "gold": ["250.00"], "response": f"<think>{SECRET}</think><code>250.00, 428.0,</code>"},
+    {"id": "c", "gold": ["428.0", "V58.61"], "response": f"{SECRET} no span"},
+    {"id": 4, "gold": ["V58.61"], "response": f"<code>V58.61, {SECRET}</code>"},
+]
+# After parsing: a {401.9, 250.00}; b {250.00, 428.0}; c {}; d {V58.61} (the echoed text: 2 malformed tokens).
+EXPECTED_PREDS = [["401.9", "250.00"], ["250.00", "428.0"], [], ["V58.61"]]
+
+
+def _all_output_text(directory: Path) -> str:
+    return "".join((directory / name).read_text(encoding="utf-8") for name in OUTPUTS)
+
+
+def test_in_process_run_matches_corpus_metrics(tmp_path, capsys):
+    pred_file = _write_jsonl(tmp_path / "pred.jsonl", ROWS)
+    out = tmp_path / "out"
+    assert main(["--predictions", str(pred_file), "--output-dir", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = corpus_metrics([r["gold"] for r in ROWS], EXPECTED_PREDS)
+    for key in ("micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1",
+                "open_micro_f1", "exact_match", "mean_sample_f1", "n_docs", "n_labels", "n_pred_dropped"):
+        assert metrics[key] == pytest.approx(expected[key]), key
+    # Hand check: tp 3 (401.9, 250.00 in b, V58.61), fp 2 (250.00 in a, 428.0 in b), fn 3 → micro-F1 3/5.5
+    assert metrics["micro_f1"] == pytest.approx(3 / 5.5)
+    assert (metrics["n_responses"], metrics["n_no_span"], metrics["n_format_bad"]) == (3, 1, 1)
+    assert metrics["n_pred_malformed"] == 2 and metrics["n_empty_pred"] == 1
+    per_code = pd.read_csv(out / "per_code.csv", dtype={"code": str})
+    assert set(per_code.code) == {"401.9", "428.0", "250.00", "V58.61"}
+    assert per_code.set_index("code").loc["428.0", "fn"] == 2
+    printed = capsys.readouterr()
+    assert "| micro |" in printed.out and (out / "summary.md").read_text() in printed.out
+    assert SECRET not in printed.out + printed.err + _all_output_text(out)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_code_system_resolves_and_rescues(tmp_path):
+    rows = [
+        {"id": 1, "gold": ["4280", "000.0"], "pred": ["428.0", "000.0", "001.9"]},  # 000.0: gold, unknown to tables
+        {"id": 2, "gold": ["25000"], "response": "<code>25000, 001.9</code>"},
+    ]
+    out = tmp_path / "out"
+    assert main(["--predictions", str(_write_jsonl(tmp_path / "p.jsonl", rows)), "--output-dir", str(out),
+                 "--code-system", "icd9"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    # gold resolves to 428.0 / 250.00; 000.0 stays (retired-code rule) and a prediction of it counts
+    assert metrics["micro_recall"] == 1.0 and metrics["n_gold_unknown"] == 1
+    assert metrics["n_pred_rescued"] == 1 and metrics["n_pred_unknown"] == 0
+    assert metrics["open_micro_precision"] == pytest.approx(3 / 5)  # 001.9 (cholera) twice, a real code
+    per_code = pd.read_csv(out / "per_code.csv", dtype={"code": str}).set_index("code")
+    assert "heart failure" in per_code.loc["428.0", "description"].lower()
+
+
+def test_label_space_drops_and_counts(tmp_path):
+    from llm4icd_plugins.codes import LabelSpace
+
+    space_file = tmp_path / "top2.json"
+    LabelSpace("top2", "icd9", ["401.9", "428.0"]).save(space_file)
+    out = tmp_path / "out"
+    assert main(["--predictions", str(_write_jsonl(tmp_path / "p.jsonl", ROWS)), "--output-dir", str(out),
+                 "--label-space", str(space_file)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = corpus_metrics([r["gold"] for r in ROWS], EXPECTED_PREDS, ["401.9", "428.0"])
+    assert metrics["n_labels"] == 2 and metrics["label_space"] == "top2"
+    assert metrics["n_pred_dropped"] == expected["n_pred_dropped"] == 3
+    assert metrics["macro_f1"] == pytest.approx(expected["macro_f1"])
+
+
+def _bad_cases():
+    ok = json.dumps(ROWS[0])
+    yield "bad json", [ok, '{"id": "x", "gold": [' + json.dumps(SECRET)], 2, "not valid JSON"
+    yield "not an object", [ok, "[1, 2]"], 2, "not an object"
+    yield "missing gold", [ok, json.dumps({"id": "z", "pred": []})], 2, 'missing key "gold"'
+    yield "missing id", [json.dumps({"gold": ["401.9"], "pred": []})], 1, 'missing key "id"'
+    yield "gold not list", [json.dumps({"id": 1, "gold": "401.9", "pred": []})], 1, "not a list"
+    yield "bad gold code", [json.dumps({"id": 1, "gold": ["hypertension"], "pred": []})], 1, "not an ICD code"
+    yield "pred not list", [json.dumps({"id": 1, "gold": ["401.9"], "pred": "401.9"})], 1, '"pred" is str'
+    yield "no prediction", [json.dumps({"id": 1, "gold": ["401.9"]})], 1, 'neither "pred" nor "response"'
+    yield "duplicate id", [ok, ok], 2, "already used on line 1"
+    yield "empty file", [], None, "no records"
+
+
+@pytest.mark.parametrize("name, lines, line_no, message", list(_bad_cases()), ids=[c[0] for c in _bad_cases()])
+def test_bad_input_names_file_line_and_fix_and_writes_nothing(tmp_path, capsys, name, lines, line_no, message):
+    pred_file = _write_jsonl(tmp_path / "pred.jsonl", lines)
+    out = tmp_path / "out"
+    assert main(["--predictions", str(pred_file), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(pred_file) in err and message in err and "Fix:" in err
+    if line_no is not None:
+        assert f"line {line_no}:" in err
+    assert SECRET not in err
+    assert not out.exists()
+
+
+def test_error_leaves_previous_outputs_untouched(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--predictions", str(_write_jsonl(tmp_path / "good.jsonl", ROWS)), "--output-dir", str(out)]) == 0
+    before = _all_output_text(out)
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [json.dumps(ROWS[0]), "{oops"])
+    assert main(["--predictions", str(bad), "--output-dir", str(out)]) == 2
+    assert _all_output_text(out) == before and sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+
+
+def test_unreadable_inputs(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--predictions", str(tmp_path / "missing.jsonl"), "--output-dir", str(out)]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(json.dumps(ROWS[0]).encode() + b"\n" + '{"id": "é"}'.encode("latin-1") + b"\n")
+    assert main(["--predictions", str(latin1), "--output-dir", str(out)]) == 2
+    assert "line 2: not UTF-8" in capsys.readouterr().err
+    space = tmp_path / "space.json"
+    space.write_text("{not json")
+    good = _write_jsonl(tmp_path / "good.jsonl", ROWS)
+    assert main(["--predictions", str(good), "--output-dir", str(out), "--label-space", str(space)]) == 2
+    assert "space.json" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_subprocess_help_and_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    helped = subprocess.run([sys.executable, "-m", "data_tools.evaluate", "--help"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, check=True)
+    for flag in ("--predictions", "--output-dir", "--label-space", "--code-system"):
+        assert flag in helped.stdout
+    pred_file = _write_jsonl(tmp_path / "pred.jsonl", ROWS)
+    ran = subprocess.run([sys.executable, "-m", "data_tools.evaluate", "--predictions", str(pred_file),
+                          "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "micro" in ran.stdout and SECRET not in ran.stdout + ran.stderr
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["n_docs"] == len(ROWS)
+    failed = subprocess.run([sys.executable, "-m", "data_tools.evaluate", "--predictions", str(tmp_path / "nope"),
+                             "--output-dir", str(tmp_path / "out2")], capture_output=True, text=True, env=env)
+    assert failed.returncode == 2 and "nope" in failed.stderr and "Traceback" not in failed.stderr
