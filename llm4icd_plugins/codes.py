@@ -528,6 +528,7 @@ class LabelSpace:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(payload + "\n")
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a label space is shared like any data file
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

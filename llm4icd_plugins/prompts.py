@@ -1,0 +1,292 @@
+"""Every prompt of the project, in one place: the SFT/RL training prompt, the PHI hint block
+(paper App. E) and the four prompting baselines (paper App. D), parameterised by code system,
+corpus and label scope.
+
+Templates hold ``{PLACEHOLDER}`` fields filled in a single regex pass (``_fill``), never with
+``str.format``: a note containing braces, ``{DISCHARGE_SUMMARY}`` or backslashes is inserted
+verbatim and never re-interpreted. Pure Python, importable without torch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+CODE_SYSTEM_NAMES = {"icd9": "ICD-9-CM", "icd10": "ICD-10-CM/PCS"}
+"""The {CODE_SYSTEM} wording of paper App. D."""
+
+ICD_VERSIONS = {"icd9": "9", "icd10": "10"}
+"""The {VERSION} of the App. E hint block ("ICD-9 codes", "ICD-10 codes")."""
+
+DEFAULT_CORPUS = {"icd9": "MIMIC-III", "icd10": "MIMIC-IV"}
+LABEL_SCOPES = ("full", "top50")
+
+FORMAT_EXAMPLE_CODES = {
+    "icd9": ("250.00", "V58.61", "96.04"),
+    "icd10": ("E11.9", "Z79.4", "0BH17EZ"),
+}
+"""Format-example codes shown in prompts: one dotted diagnosis, one V/Z code, one procedure, so the
+model sees every canonical form of the system. A formatting example, not codes to copy."""
+
+# App. E's mini example is written with ICD-9 codes; the ICD-10 prompt gets ICD-10-CM codes of the
+# same roles (hinted code + two other supported codes) so the example matches the requested system.
+HINT_MINI_EXAMPLES = {
+    "icd9": (("276.2", "Acidosis"), ("401.9", "584.9")),
+    "icd10": (("E86.0", "Dehydration"), ("I10", "N17.9")),
+}
+
+DESCRIPTION_MAX_CHARS = 100
+"""Default cap on the length of a hint description (App. E: "truncated to a maximum length")."""
+
+_PLACEHOLDER = re.compile(r"\{([A-Z][A-Z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """What a prompt is about: code system ("icd9"/"icd10"), label scope ("full"/"top50") and corpus
+    name (defaults to MIMIC-III for icd9, MIMIC-IV for icd10)."""
+
+    code_system: str
+    label_scope: str = "full"
+    corpus: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.code_system not in CODE_SYSTEM_NAMES:
+            raise ValueError(f"unknown code system {self.code_system!r}; expected one of {sorted(CODE_SYSTEM_NAMES)}")
+        if self.label_scope not in LABEL_SCOPES:
+            raise ValueError(f"unknown label scope {self.label_scope!r}; expected one of {LABEL_SCOPES}")
+        if self.corpus is None:
+            object.__setattr__(self, "corpus", DEFAULT_CORPUS[self.code_system])
+
+    @property
+    def code_system_name(self) -> str:
+        return CODE_SYSTEM_NAMES[self.code_system]
+
+    @property
+    def label_scope_text(self) -> str:
+        """The {LABEL_SCOPE} of App. D. The paper names only "Top-50 or Full"; this is our wording."""
+        if self.label_scope == "top50":
+            return f"only codes from the {self.corpus} Top-50 label set (the 50 most frequent codes)"
+        return f"any applicable code from the full {self.corpus} {self.code_system_name} label set"
+
+    @property
+    def format_example(self) -> str:
+        return ", ".join(FORMAT_EXAMPLE_CODES[self.code_system])
+
+    def placeholders(self) -> dict[str, str]:
+        return {
+            "CODE_SYSTEM": self.code_system_name,
+            "CORPUS": self.corpus,
+            "LABEL_SCOPE": self.label_scope_text,
+            "FORMAT_EXAMPLE_CODES": self.format_example,
+        }
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    """Replace every ``{NAME}`` of ``template`` in one pass; inserted values are never rescanned."""
+
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise KeyError(f"no value for placeholder {{{name}}}")
+        return values[name]
+
+    return _PLACEHOLDER.sub(replace, template)
+
+
+def format_answer(codes: Sequence[str]) -> str:
+    """Serialise a code list as the single answer span ``<code>c1, c2</code>`` (order kept, duplicates
+    dropped). This is the SFT target and the form the parser reads back."""
+    if isinstance(codes, str):
+        raise TypeError("format_answer expects a sequence of codes, not a string")
+    seen: dict[str, None] = {}
+    for code in codes:
+        if not isinstance(code, str) or not code.strip() or any(c in code for c in ",<>\n"):
+            raise ValueError(f"cannot serialise code {code!r}: it must be a non-empty string without , < > or newlines")
+        seen.setdefault(code.strip(), None)
+    return "<code>" + ", ".join(seen) + "</code>"
+
+
+# --- training prompt (SFT and RL; paper Sec. 4.1, App. A) -----------------------------------------
+
+TRAINING_INSTRUCTION = (
+    "You are a clinical coding specialist assigning {CODE_SYSTEM} codes to a {CORPUS} discharge summary. "
+    "Read the discharge summary below and assign all applicable {CODE_SYSTEM} diagnosis and procedure codes. "
+    "Use {LABEL_SCOPE}."
+)
+NOTE_HEADER = "Discharge Summary:"
+FORMAT_LINE = (
+    "Output only the final {CODE_SYSTEM} codes, separated by commas, in a single <code>...</code> block. "
+    "Do not include any other text. "
+    "Formatting example only, not a clinical example and not codes to copy: <code>{FORMAT_EXAMPLE_CODES}</code>"
+)
+
+
+def training_instruction(spec: PromptSpec) -> str:
+    """The fixed coding instruction that opens every training prompt."""
+    return _fill(TRAINING_INSTRUCTION, spec.placeholders())
+
+
+def format_line(spec: PromptSpec) -> str:
+    """The output-format line that closes every training prompt."""
+    return _fill(FORMAT_LINE, spec.placeholders())
+
+
+def build_user_prompt(note: str, spec: PromptSpec, hints: Sequence | None = None, *,
+                      max_description_chars: int = DESCRIPTION_MAX_CHARS) -> str:
+    """The user turn of a training example: instruction, note, [PHI hint block], format line.
+
+    ``hints`` is ``None``/empty (the inference and SFT prompt) or a sequence of ``(code, description)``
+    pairs (description may be ``None``). The hinted and unhinted prompts differ only by the inserted
+    block, placed before the format line as in App. E.
+    """
+    if not isinstance(note, str):
+        raise TypeError(f"note must be a string, got {type(note).__name__}")
+    parts = [training_instruction(spec), f"{NOTE_HEADER}\n{note}"]
+    if hints:
+        codes = [h[0] for h in hints]
+        descriptions = [h[1] for h in hints]
+        parts.append(render_hint_block(codes, descriptions, spec.code_system,
+                                       max_description_chars=max_description_chars))
+    parts.append(format_line(spec))
+    return "\n\n".join(parts)
+
+
+def build_messages(note: str, spec: PromptSpec, hints: Sequence | None = None) -> list[dict[str, str]]:
+    """Chat messages of a training prompt (one user turn; no system turn, the model's template default)."""
+    return [{"role": "user", "content": build_user_prompt(note, spec, hints)}]
+
+
+# --- PHI hint block (paper App. E) -----------------------------------------------------------------
+
+HINT_TEMPLATE_HEAD = (
+    "Training hint:\n"
+    "The following ICD-{VERSION} codes were missed previously, but they are confirmed applicable to this case. "
+    "Include these hinted codes in the final <code> answer, then add any other applicable ICD-{VERSION} codes "
+    "supported by the note.\n"
+    "Hinted codes:"
+)
+HINT_TEMPLATE_TAIL = (
+    "Mini example:\n"
+    "If the hint says:\n"
+    "- {EXAMPLE_HINT_CODE} ({EXAMPLE_HINT_DESCRIPTION})\n"
+    "and the note also supports {EXAMPLE_OTHER_CODE_1} and {EXAMPLE_OTHER_CODE_2}, then the final answer should "
+    "include both the hinted code and the other supported codes:\n"
+    "<code>{EXAMPLE_ANSWER_CODES}</code>"
+)
+
+
+def _version_key(version) -> str:
+    key = str(version).lower().removeprefix("icd-").removeprefix("icd")
+    for system, number in ICD_VERSIONS.items():
+        if key == number:
+            return system
+    raise ValueError(f"unknown ICD version {version!r}; expected 9, 10, 'icd9' or 'icd10'")
+
+
+def truncate_description(text: str | None, max_chars: int = DESCRIPTION_MAX_CHARS) -> str | None:
+    """Shorten a code description to at most ``max_chars`` characters, at a word boundary when one is
+    near, ending with "..."; whitespace collapsed. ``None``/empty stays ``None``."""
+    if text is None:
+        return None
+    text = " ".join(str(text).split())
+    if not text:
+        return None
+    if max_chars < 4:
+        raise ValueError("max_chars must be at least 4")
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars - 3]
+    space = cut.rfind(" ")
+    if space >= (max_chars - 3) // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-(") + "..."
+
+
+def render_hint_block(codes: Sequence[str], descriptions: Sequence[str | None] | Mapping[str, str | None] | None,
+                      version, *, max_description_chars: int = DESCRIPTION_MAX_CHARS) -> str:
+    """The App. E "Training hint" block listing ``codes`` with their (truncated) descriptions.
+
+    ``descriptions`` is a sequence parallel to ``codes``, a mapping code → description, or ``None``;
+    a missing description drops the parentheses. ``version`` is 9/10 or "icd9"/"icd10".
+    """
+    system = _version_key(version)
+    if isinstance(codes, str) or not codes:
+        raise ValueError("render_hint_block needs a non-empty sequence of codes")
+    if descriptions is None:
+        descs = [None] * len(codes)
+    elif isinstance(descriptions, Mapping):
+        descs = [descriptions.get(code) for code in codes]
+    else:
+        descs = list(descriptions)
+        if len(descs) != len(codes):
+            raise ValueError(f"{len(codes)} hinted codes but {len(descs)} descriptions")
+    lines = [_fill(HINT_TEMPLATE_HEAD, {"VERSION": ICD_VERSIONS[system]})]
+    for code, desc in zip(codes, descs):
+        if not isinstance(code, str) or not code.strip() or "\n" in code:
+            raise ValueError(f"invalid hinted code {code!r}")
+        short = truncate_description(desc, max_description_chars)
+        lines.append(f"- {code} ({short})" if short else f"- {code}")
+    (hint_code, hint_desc), (other_1, other_2) = HINT_MINI_EXAMPLES[system]
+    lines.append(_fill(HINT_TEMPLATE_TAIL, {
+        "EXAMPLE_HINT_CODE": hint_code,
+        "EXAMPLE_HINT_DESCRIPTION": hint_desc,
+        "EXAMPLE_OTHER_CODE_1": other_1,
+        "EXAMPLE_OTHER_CODE_2": other_2,
+        "EXAMPLE_ANSWER_CODES": ", ".join((hint_code, other_1, other_2)),
+    }))
+    return "\n".join(lines)
+
+
+# --- prompting baselines (paper App. D, word for word; line breaks added for readability) ------------
+
+BASELINE_KINDS = ("zero_shot", "few_shot", "zero_shot_cot", "few_shot_cot")
+
+_HEAD = "You are a clinical coding specialist assigning {CODE_SYSTEM} codes from a discharge summary. Use {LABEL_SCOPE}."
+_PLAIN_RULE = "Output only the final {CODE_SYSTEM} codes in <code>...</code>. Do not include any other text."
+_COT_RULE = ("First write a brief structured rationale in <think>...</think>, then output the final {CODE_SYSTEM} "
+             "codes in <code>...</code>. Do not put codes outside the <code> block.")
+_TAIL = "Now code the following discharge summary.\nDischarge Summary:\n{DISCHARGE_SUMMARY}\nAnswer:"
+_SHOT = "Example {K}\nDischarge Summary:\n{SHOT_NOTE}\nAnswer: {SHOT_ANSWER}"
+_ZERO_SHOT_COT_THINK = ("<think>Briefly identify the documented diagnoses and procedures, then map them to "
+                        "{CODE_SYSTEM} codes.</think>")
+_FEW_SHOT_COT_THINK = ("<think>Review the discharge summary for documented diagnoses and procedures, then map the "
+                       "supported findings to {CODE_SYSTEM} codes.</think>")
+_FORMAT_ONLY = "Formatting example only, not a clinical example and not codes to copy:"
+
+
+def render_baseline(kind: str, note: str, spec: PromptSpec, shots: Sequence[tuple[str, Sequence[str]]] = ()) -> str:
+    """The App. D prompt ``kind`` (one of ``BASELINE_KINDS``) for ``note``.
+
+    Few-shot kinds take ``shots``: (note, gold codes) pairs, three in the paper, retrieved by note
+    similarity by the caller. Zero-shot kinds take none.
+    """
+    if kind not in BASELINE_KINDS:
+        raise ValueError(f"unknown baseline {kind!r}; expected one of {BASELINE_KINDS}")
+    few_shot = kind.startswith("few_shot")
+    cot = kind.endswith("_cot")
+    if few_shot and not shots:
+        raise ValueError(f"{kind} needs at least one (note, codes) shot; the paper uses three")
+    if not few_shot and shots:
+        raise ValueError(f"{kind} takes no shots")
+    values = spec.placeholders()
+    parts = [_fill(_HEAD, values), _fill(_COT_RULE if cot else _PLAIN_RULE, values)]
+    if few_shot:
+        think = _fill(_FEW_SHOT_COT_THINK, values) + " " if cot else ""
+        blocks = ["Examples:"]
+        for k, (shot_note, shot_codes) in enumerate(shots, start=1):
+            blocks.append(_fill(_SHOT, {"K": str(k), "SHOT_NOTE": shot_note,
+                                        "SHOT_ANSWER": think + format_answer(shot_codes)}))
+        parts.append("\n\n".join(blocks))
+    else:
+        example = _fill(_ZERO_SHOT_COT_THINK, values) + " " if cot else ""
+        parts.append(f"{_FORMAT_ONLY} {example}<code>{values['FORMAT_EXAMPLE_CODES']}</code>")
+    parts.append(_fill(_TAIL, {"DISCHARGE_SUMMARY": note}))
+    return "\n\n".join(parts)
+
+
+def baseline_messages(kind: str, note: str, spec: PromptSpec,
+                      shots: Sequence[tuple[str, Sequence[str]]] = ()) -> list[dict[str, str]]:
+    """Chat messages (one user turn) of a baseline prompt."""
+    return [{"role": "user", "content": render_baseline(kind, note, spec, shots)}]
