@@ -1,0 +1,166 @@
+"""``PHIDataset``: verl's ``RLHFDataset`` with PHI training-time hints (paper Sec. 4.3, App. E).
+
+Plug it in with::
+
+    data.custom_cls.path=pkg://llm4icd_plugins.verl_dataset data.custom_cls.name=PHIDataset
+    data.train_files=<run>/round_<t>/train.parquet     # written by data_tools.phi_refresh
+    +data.phi_inject_prob=0.5 +data.phi_max_hints=5 ...  # knobs, see hints.HintConfig
+
+A PHI round file is the prepared ``verl/train.parquet`` plus a ``phi`` column per row: the hint pool
+and, for each pooled code, its training frequency and latest recall. Pool state lives in that file,
+never in this object: each PHI round is its own ``main_ppo`` run. Rows with an empty pool are
+skipped; rows whose ``extra_info.split`` is not ``train`` (validation, test) are never hinted. A
+hinted prompt is the row's prompt with the App. E block inserted before the output-format line,
+checked with the real tokenizer and chat template: hints are dropped, last drawn first, until it fits
+``data.max_prompt_length``. Without a ``phi`` column (plain GRPO) rows pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+from verl.utils.dataset.rl_dataset import RLHFDataset
+from verl.utils.tokenizer import normalize_token_ids
+
+from llm4icd_plugins import prompts
+from llm4icd_plugins.hints import HintConfig, HintSampler, draw_rng
+
+__all__ = ["PHIDataset", "PHI_COLUMN", "insert_hint_block"]
+
+PHI_COLUMN = "phi"
+
+
+def insert_hint_block(content: str, hints, code_system: str, *, max_description_chars: int) -> str:
+    """``content`` (a prompt built by ``prompts.build_user_prompt`` without hints) with the hint block
+    placed before its output-format line: the same text ``build_user_prompt(note, spec, hints)`` gives."""
+    tail = "\n\n" + prompts.format_line(prompts.PromptSpec(code_system))
+    if not content.endswith(tail):
+        raise ValueError("the prompt does not end with the output-format line of llm4icd_plugins.prompts")
+    block = prompts.render_hint_block([h[0] for h in hints], [h[1] for h in hints], code_system,
+                                      max_description_chars=max_description_chars)
+    return content[: len(content) - len(tail)] + "\n\n" + block + tail
+
+
+class PHIDataset(RLHFDataset):
+    """RLHFDataset whose training rows carry hint pools and get stochastic, budget-checked hints."""
+
+    def __init__(self, data_files, tokenizer, config, processor=None, max_samples: int = -1):
+        seed = config.get("seed")
+        self.hint_config = HintConfig.from_mapping(config, default_seed=0 if seed is None else seed)
+        self.hint_sampler = None
+        self.phi_round = None
+        self.hint_stats: Counter = Counter()
+        self._draws: Counter = Counter()
+        self._descriptions: dict[tuple[str, str], str | None] = {}
+        super().__init__(data_files, tokenizer, config, processor=processor, max_samples=max_samples)
+
+    # Runs at construction and again on verl's resume_dataset_state, so filtering is never lost.
+    def _read_files_and_tokenize(self):
+        super()._read_files_and_tokenize()
+        self._setup_phi()
+
+    def _where(self) -> str:
+        return ", ".join(map(str, self.original_data_files))
+
+    def _setup_phi(self) -> None:
+        frame = self.dataframe
+        extra = frame["extra_info"] if "extra_info" in frame.column_names else [None] * len(frame)
+        splits = [(e or {}).get("split") for e in extra]
+        n_train = sum(s == "train" for s in splits)
+        if PHI_COLUMN not in frame.column_names:
+            if n_train:
+                raise ValueError(
+                    f"{self._where()}: {n_train} training rows have no '{PHI_COLUMN}' column (hint pools). Fix: "
+                    "point data.train_files to a round file written by `python -m data_tools.phi_refresh`, or drop "
+                    "data.custom_cls for plain GRPO")
+            return
+        phi = frame[PHI_COLUMN]
+        freq: dict[str, int] = {}
+        recall: dict[str, float] = {}
+        keep = []
+        rounds = set()
+        for i, (row, split) in enumerate(zip(phi, splits)):
+            if split != "train":
+                keep.append(i)
+                continue
+            if row is None:
+                raise ValueError(f"{self._where()}, row {i}: training row without a hint pool. Fix: rewrite the "
+                                 "file with data_tools.phi_refresh")
+            pool, pool_freq, pool_recall = row["pool"] or [], row["pool_freq"] or [], row["pool_recall"] or []
+            if not len(pool) == len(pool_freq) == len(pool_recall):
+                raise ValueError(f"{self._where()}, row {i}: pool, pool_freq and pool_recall differ in length. "
+                                 "Fix: rewrite the file with data_tools.phi_refresh")
+            for code, n, r in zip(pool, pool_freq, pool_recall):
+                if freq.setdefault(code, n) != n or recall.setdefault(code, r) != r:
+                    raise ValueError(f"{self._where()}, row {i}: code {code} has frequency/recall {n}/{r} here but "
+                                     f"{freq[code]}/{recall[code]} elsewhere. Fix: rewrite the file with "
+                                     "data_tools.phi_refresh (one refresh per file)")
+            rounds.add(row.get("round"))
+            if pool or not self.hint_config.skip_empty:
+                keep.append(i)
+        if len(rounds) > 1:
+            raise ValueError(f"{self._where()}: rows of several PHI rounds {sorted(map(str, rounds))}. Fix: train on "
+                             "one round file at a time")
+        self.phi_round = next(iter(rounds), None)
+        self.hint_stats["rows_skipped_empty_pool"] = len(frame) - len(keep)
+        if len(keep) < len(frame):
+            self.dataframe = frame.select(keep)
+        if n_train and len(self.dataframe) == 0:
+            raise ValueError(f"{self._where()}: every hint pool is empty (the model recovers every gold code), "
+                             "nothing left to train on. Fix: stop the PHI rounds here")
+        self.hint_sampler = HintSampler(freq, recall, self.hint_config)
+
+    def _description(self, system: str, code: str) -> str | None:
+        key = (system, code)
+        if key not in self._descriptions:
+            from llm4icd_plugins.codes import load_code_system
+
+            self._descriptions[key] = load_code_system(system).description(code)
+        return self._descriptions[key]
+
+    def _prompt_tokens(self, messages) -> int:
+        kwargs = {k: v for k, v in dict(self.apply_chat_template_kwargs or {}).items()
+                  if k not in ("tokenize", "return_dict", "return_tensors", "add_generation_prompt")}
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kwargs)
+        return len(normalize_token_ids(ids))
+
+    def hinted_messages(self, messages: list[dict], hints, code_system: str, sample_id) -> tuple[list[dict], tuple]:
+        """``messages`` with as many of ``hints`` (in draw order) as fit ``max_prompt_length``."""
+        user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+        if user is None:
+            raise ValueError(f"{self._where()}, sample {sample_id}: the prompt has no user turn")
+        hints = tuple(hints)
+        while hints:
+            try:
+                content = insert_hint_block(messages[user]["content"],
+                                            [(c, self._description(code_system, c)) for c in hints], code_system,
+                                            max_description_chars=self.hint_config.description_chars)
+            except ValueError as exc:
+                raise ValueError(f"{self._where()}, sample {sample_id}: {exc}. Fix: rebuild the data with "
+                                 "data_tools.prepare and data_tools.phi_refresh") from exc
+            candidate = copy.deepcopy(messages)
+            candidate[user]["content"] = content
+            if self._prompt_tokens(candidate) <= self.max_prompt_length:
+                return candidate, hints
+            hints = hints[:-1]
+            self.hint_stats["hints_dropped_for_budget"] += 1
+        return messages, ()
+
+    def __getitem__(self, item):
+        row = super().__getitem__(item)
+        phi = row.pop(PHI_COLUMN, None)
+        extra = row["extra_info"]
+        hints: tuple = ()
+        if phi is not None and extra.get("split") == "train" and self.hint_sampler is not None:
+            sample_id = extra.get("sample_id", row.get("index"))
+            rng = draw_rng(self.hint_config.seed, f"{self.phi_round}:{sample_id}", self._draws[sample_id])
+            self._draws[sample_id] += 1
+            drawn = self.hint_sampler.draw(list(phi["pool"] or []), rng)
+            if drawn:
+                messages, hints = self.hinted_messages(row["raw_prompt"], drawn, extra["code_system"], sample_id)
+                row["raw_prompt"] = messages
+                row[self.prompt_key] = copy.deepcopy(messages)
+                self.hint_stats["rows_hinted" if hints else "rows_unhinted_over_budget"] += 1
+        row["extra_info"] = dict(extra, phi_hints=list(hints))
+        return row
