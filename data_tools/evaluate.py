@@ -1,8 +1,12 @@
 """Score predicted ICD codes against gold codes with Edin-compatible metrics (paper Appendix G).
 
 Input: a JSONL file, one object per document: ``{"id", "gold": [codes], "pred": [codes]}``, or a raw model
-``"response"`` instead of ``"pred"``, parsed with ``llm4icd_plugins.parsing`` (the reward's parser).
-Output, written atomically into ``--output-dir``: ``metrics.json``, ``per_code.csv`` and ``summary.md``.
+``"response"`` instead of ``"pred"``, parsed with ``llm4icd_plugins.parsing`` (the reward's parser); when a
+line has both (``data_tools.infer`` output), the response is parsed.
+Output, written atomically into ``--output-dir``: ``metrics.json`` (with bootstrap intervals, the no-span
+and hallucination rates), ``per_code.csv`` and ``summary.md``; with training frequencies (``--data`` or
+``--train-frequencies``) also ``buckets.csv``, ``f1_vs_frequency.png`` and ``buckets.png``. ``--compare``
+puts several runs into the layout of the paper's Tables 1-2 (``comparison.md`` / ``comparison.csv``).
 Response text is never printed, logged or written (it may echo the note).
 """
 
@@ -21,7 +25,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from llm4icd_plugins.metrics import corpus_metrics
+from llm4icd_plugins.metrics import (DEFAULT_BUCKET_EDGES, assign_buckets, bootstrap_ci, bucket_metrics, bucket_names,
+                                      corpus_metrics)
 from llm4icd_plugins.normalize import canonicalize
 from llm4icd_plugins.parsing import ParseResult, parse_codes, parse_response
 
@@ -58,6 +63,8 @@ class Counts:
     n_gold_unknown: int = 0
     n_empty_gold: int = 0
     n_empty_pred: int = 0
+    n_pred_codes: int = 0
+    n_docs_hallucinating: int = 0
     unknown_gold_codes: set[str] = field(default_factory=set)
 
     def add(self, parsed: ParseResult, rescued: int, from_response: bool) -> None:
@@ -69,6 +76,8 @@ class Counts:
         self.n_pred_unknown += parsed.n_unknown - rescued
         self.n_pred_rescued += rescued
         self.n_pred_duplicates += parsed.n_duplicates
+        self.n_pred_codes += len(parsed.codes) + parsed.n_unknown  # well-formed, deduplicated, known or not
+        self.n_docs_hallucinating += parsed.n_unknown - rescued > 0
 
 
 def _fail(path: Path, line: int | None, problem: str, fix: str) -> EvaluationError:
@@ -143,7 +152,9 @@ def _record(path: Path, number: int, text: str, code_system: Any, counts: Counts
                     "give every document one line (were two prediction files concatenated?)")
     seen[doc_id] = number
     gold = _gold_codes(obj["gold"], path, number, code_system, counts)
-    if "pred" in obj:
+    # A raw response wins over a "pred" list written next to it (data_tools.infer writes both): the
+    # response is re-parsed here, so spans and codes unknown to the tables are counted the same way.
+    if "pred" in obj and not isinstance(obj.get("response"), str):
         if not isinstance(obj["pred"], list):
             raise _fail(path, number, f'"pred" is {type(obj["pred"]).__name__}, not a list',
                         'write predictions as a JSON list of code strings, or give the raw "response" instead')
@@ -159,6 +170,12 @@ def _record(path: Path, number: int, text: str, code_system: Any, counts: Counts
 
 def score(records: Sequence[Record], code_system: Any, label_space: Any, counts: Counts) -> dict[str, Any]:
     """Parse the predictions and compute the metrics; unknown codes that are gold or in the label space count."""
+    return corpus_metrics(*parse_records(records, code_system, label_space, counts), label_space)
+
+
+def parse_records(records: Sequence[Record], code_system: Any, label_space: Any,
+                  counts: Counts) -> tuple[list[list[str]], list[list[str]]]:
+    """Gold and predicted code lists per document; unknown predicted codes are kept when gold or in the label space."""
     known = {c for r in records for c in r.gold}
     if label_space is not None:
         known.update(label_space.codes)
@@ -176,7 +193,7 @@ def score(records: Sequence[Record], code_system: Any, label_space: Any, counts:
         golds.append(record.gold)
         preds.append(pred)
     counts.n_gold_unknown = len(counts.unknown_gold_codes)
-    return corpus_metrics(golds, preds, label_space)
+    return golds, preds
 
 
 def _pct(x: float) -> str:
@@ -205,19 +222,23 @@ def render_summary(metrics: dict[str, Any]) -> str:
         f"- raw responses: {m['n_responses']}; without a closed <code> span: {m['n_no_span']}; "
         f"format not ok: {m['n_format_bad']}; documents with no prediction: {m['n_empty_pred']}",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + render_report_extras(m)
 
 
-def _write_atomically(directory: Path, contents: dict[str, str]) -> None:
+def _write_atomically(directory: Path, contents: dict[str, str | bytes]) -> None:
     """Write every file to a temp file in ``directory`` first, then move them all into place."""
     directory.mkdir(parents=True, exist_ok=True)
     temps: list[tuple[Path, Path]] = []
     try:
-        for name, text in contents.items():
+        for name, data in contents.items():
             temp = directory / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
             temps.append((temp, directory / name))
-            with open(temp, "x", encoding="utf-8", newline="") as fh:
-                fh.write(text)
+            if isinstance(data, bytes):
+                with open(temp, "xb") as fh:
+                    fh.write(data)
+            else:
+                with open(temp, "x", encoding="utf-8", newline="") as fh:
+                    fh.write(data)
         for temp, final in temps:
             os.replace(temp, final)
     finally:
@@ -237,28 +258,77 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data_tools.evaluate",
         description="Score ICD code predictions with Edin et al. (2023) metrics: micro/macro precision, recall "
-                    "and F1 (macro = mean of per-code values over the label space), open-set micro, exact match.",
-        epilog=f"Each input line: {RECORD_EXAMPLE}, or \"response\": \"<raw model output>\" instead of \"pred\".",
+                    "and F1 (macro = mean of per-code values over the label space), open-set micro, exact match; "
+                    "bootstrap 95% intervals, hallucination and no-span rates, training-frequency buckets with "
+                    "plots, and (--compare) the paper's Tables 1-2 layout over several runs.",
+        epilog=f"Each input line: {RECORD_EXAMPLE}, or \"response\": \"<raw model output>\" instead of \"pred\". "
+               "Compare: python -m data_tools.evaluate --output-dir tables --compare 'SFT:Qwen3-4B:Top-50=eval/sft_top50' "
+               "'GRPO:Qwen3-4B:Top-50=eval/grpo_top50' (each PATH an evaluation folder, a metrics.json or a "
+               "predictions JSONL).",
     )
-    parser.add_argument("--predictions", required=True, type=Path, metavar="PRED.jsonl",
+    parser.add_argument("--predictions", type=Path, metavar="PRED.jsonl",
                         help="JSONL file, one document per line with id, gold (list of codes) and either pred "
-                             "(list of codes) or response (raw model output, parsed with the reward's parser)")
+                             "(list of codes) or response (raw model output, parsed with the reward's parser); "
+                             "required unless --compare is given")
     parser.add_argument("--output-dir", required=True, type=Path, metavar="DIR",
-                        help="folder for metrics.json, per_code.csv and summary.md (created; existing files replaced)")
+                        help="folder for metrics.json, per_code.csv and summary.md (plus buckets.csv and the PNG "
+                             "plots with training frequencies; comparison.md/.csv with --compare); created, existing "
+                             "files replaced")
+    parser.add_argument("--data", type=Path, metavar="VARIANT_DIR",
+                        help="prepared variant folder (data_tools.prepare): gives --code-system (from its "
+                             "label_space.json) and --train-frequencies (its training split). The label space stays "
+                             "Edin's default unless --label-space is given")
     parser.add_argument("--label-space", type=Path, metavar="FILE",
                         help="label-space JSON ({\"name\", \"code_system\", \"codes\"}); macro metrics average over "
                              "its codes and predictions outside it are dropped. Default: the codes with at least one "
                              "gold occurrence in PRED.jsonl (Edin et al.)")
     parser.add_argument("--code-system", choices=("icd9", "icd10"),
                         help="resolve undotted codes (4019 → 401.9 when unambiguous) and drop predicted codes unknown "
-                             "to the ICD tables unless they are gold or in the label space. Default: compare codes "
-                             "as written, after cleaning (upper case, whitespace and edge punctuation removed)")
+                             "to the ICD tables unless they are gold or in the label space (the hallucination rate "
+                             "needs it). Default: compare codes as written, after cleaning (upper case, whitespace "
+                             "and edge punctuation removed)")
+    parser.add_argument("--train-frequencies", type=Path, metavar="PATH",
+                        help="training occurrences per code for the frequency buckets and plots: a prepared variant "
+                             "folder, a parquet/JSONL table with a 'codes' list column, or a JSON {code: count}")
+    parser.add_argument("--buckets", default=",".join(map(str, DEFAULT_BUCKET_EDGES)), metavar="EDGES",
+                        help="descending lower edges of the training-frequency buckets (default 500,100,10: "
+                             "≥500, 100–499, 10–99 and <10)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="bootstrap resamples of the documents for 95%% intervals of micro/macro P/R/F1 "
+                             "(default 1000; 0 turns them off)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="bootstrap interval level (default 0.95)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (written with frequencies)")
+    parser.add_argument("--compare", nargs="+", metavar="METHOD[:BACKBONE[:SETTING]]=PATH",
+                        help="build the paper's comparison table (Tables 1-2: per setting Micro/Macro × R/P/F1) "
+                             "from several runs; PATH is an evaluation folder, a metrics.json, or a predictions JSONL "
+                             "(scored here with --data/--label-space/--code-system). Writes comparison.md and "
+                             "comparison.csv into --output-dir")
     return parser
 
 
-def evaluate(predictions: Path, output_dir: Path, label_space_path: Path | None = None,
-             code_system_name: str | None = None) -> dict[str, Any]:
-    """Run the evaluation and write the outputs; returns the metrics dict written to ``metrics.json``."""
+def _label_space_and_system(data: Path | None, label_space_path: Path | None, code_system_name: str | None):
+    """The label-space file and code system to use; ``--data`` gives the code system of its label space.
+
+    The label space itself stays Edin's default (codes with a gold occurrence in the evaluated file) unless
+    given explicitly: a Full variant's label space holds many codes absent from a test split, and averaging
+    their 0 F1 into macro-F1 would not be Edin's (nor the paper's) macro-F1.
+    """
+    if data is not None and code_system_name is None:
+        space = data / "label_space.json"
+        try:
+            code_system_name = json.loads(space.read_text(encoding="utf-8"))["code_system"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise _fail(space, None, f"cannot read the variant's code system ({type(exc).__name__})",
+                        "point --data at a folder written by data_tools.prepare, or pass --code-system") from None
+    return label_space_path, code_system_name
+
+
+def evaluate(predictions: Path, output_dir: Path | None, label_space_path: Path | None = None,
+             code_system_name: str | None = None, *, train_frequencies: dict[str, int] | None = None,
+             bucket_edges: Sequence[int] = DEFAULT_BUCKET_EDGES, n_bootstrap: int = 1000, confidence: float = 0.95,
+             seed: int = 0, plots: bool = True) -> dict[str, Any]:
+    """Run the evaluation and write the outputs (unless ``output_dir`` is None); returns the metrics dict."""
     code_system = label_space = None
     if code_system_name is not None:
         from llm4icd_plugins.codes import load_code_system
@@ -276,12 +346,24 @@ def evaluate(predictions: Path, output_dir: Path, label_space_path: Path | None 
                         f"{code_system_name}", "use the label space of the same code system")
     counts = Counts()
     records = read_records(predictions, code_system, counts)
-    result = score(records, code_system, label_space, counts)
+    golds, preds = parse_records(records, code_system, label_space, counts)
+    result = corpus_metrics(golds, preds, label_space)
     per_code = result.pop("per_code")
     if code_system is not None:
         per_code["description"] = [code_system.description(c) for c in per_code.code]
+    rates = {
+        "no_span_rate": counts.n_no_span / counts.n_responses if counts.n_responses else None,
+        "hallucination_rate": counts.n_pred_unknown / counts.n_pred_codes
+        if code_system is not None and counts.n_pred_codes else (0.0 if code_system is not None else None),
+        "hallucinating_doc_rate": counts.n_docs_hallucinating / len(records) if code_system is not None else None,
+    }
+    ci = None
+    if n_bootstrap > 0:
+        ci = bootstrap_ci(golds, preds, label_space, n_resamples=n_bootstrap, confidence=confidence, seed=seed)
     metrics = {
         **result,
+        **rates,
+        "ci": ci,
         **{k: v for k, v in vars(counts).items() if k != "unknown_gold_codes"},
         "unknown_gold_codes": sorted(counts.unknown_gold_codes)[:100],
         "predictions": str(predictions),
@@ -290,25 +372,117 @@ def evaluate(predictions: Path, output_dir: Path, label_space_path: Path | None 
         "label_space_file": str(label_space_path) if label_space_path else None,
         "code_system": code_system_name,
     }
+    files: dict[str, str | bytes] = {}
+    if train_frequencies is not None:
+        buckets = bucket_metrics(per_code, train_frequencies, bucket_edges)
+        per_code["train_frequency"] = per_code["code"].map(lambda c: int(train_frequencies.get(c, 0)))
+        per_code["bucket"] = assign_buckets(per_code["train_frequency"].to_numpy(), bucket_edges)
+        metrics["buckets"] = json.loads(buckets.to_json(orient="records"))
+        metrics["bucket_edges"] = list(bucket_edges)
+        files["buckets.csv"] = buckets.to_csv(index=False, float_format="%.6f")
+        if plots:
+            from data_tools.reports import plot_buckets, plot_f1_vs_frequency
+
+            title = f"{Path(predictions).name} ({metrics['label_space']})"
+            files["f1_vs_frequency.png"] = plot_f1_vs_frequency(per_code, bucket_edges, title)
+            files["buckets.png"] = plot_buckets(buckets, title)
     summary = render_summary(metrics)
-    _write_atomically(Path(output_dir), {
-        "metrics.json": json.dumps(metrics, indent=2) + "\n",
-        "per_code.csv": per_code.to_csv(index=False, float_format="%.6f"),
-        "summary.md": summary,
-    })
+    files = {"metrics.json": json.dumps(metrics, indent=2) + "\n",
+             "per_code.csv": per_code.to_csv(index=False, float_format="%.6f"), "summary.md": summary, **files}
+    if output_dir is not None:
+        _write_atomically(Path(output_dir), files)
     metrics["summary"] = summary
     return metrics
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _opt_pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{_pct(x)}%"
+
+
+def render_report_extras(metrics: dict[str, Any]) -> str:
+    """Summary lines for the rates, bootstrap intervals and frequency buckets (empty when absent)."""
+    lines = [f"- responses without a valid <code> span: {_opt_pct(metrics.get('no_span_rate'))}; predicted codes "
+             f"unknown to the code system (hallucinated): {_opt_pct(metrics.get('hallucination_rate'))} "
+             f"(documents with one: {_opt_pct(metrics.get('hallucinating_doc_rate'))})"]
+    ci = metrics.get("ci")
+    if ci:
+        level = round(100 * ci["confidence"])
+        lines.append(f"- bootstrap {level}% intervals ({ci['n_resamples']} resamples of the documents): " + "; ".join(
+            f"{k.replace('_', '-')} [{_pct(ci[k][0])}, {_pct(ci[k][1])}]" for k in ("micro_f1", "macro_f1")))
+    buckets = metrics.get("buckets")
+    if buckets:
+        lines += ["", "| training frequency | codes | gold | micro-F1 | macro-F1 |", "|---|---:|---:|---:|---:|"]
+        for b in buckets:
+            f = (lambda v: "–" if v is None else _pct(v))
+            lines.append(f"| {b['bucket']} | {b['n_codes']} | {b['support']} | {f(b['micro_f1'])} | {f(b['macro_f1'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _load_compare_metrics(path: Path, options: dict) -> dict[str, Any]:
+    if path.is_dir():
+        path = path / "metrics.json"
+    if not path.is_file():
+        raise _fail(path, None, "no such file", "give an evaluation folder (with metrics.json), a metrics.json or a "
+                    "predictions JSONL")
+    if path.suffix == ".json":
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+            for key in ("micro_recall", "micro_precision", "micro_f1", "macro_recall", "macro_precision", "macro_f1"):
+                float(metrics[key])
+            return metrics
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _fail(path, None, f"not a metrics.json of data_tools.evaluate ({type(exc).__name__}: {exc})",
+                        "run `python -m data_tools.evaluate` first and pass its output folder") from None
+    return evaluate(path, None, plots=False, **options)
+
+
+def compare(specs: Sequence[str], output_dir: Path, options: dict) -> str:
+    """Evaluate or read every entry and write comparison.md / comparison.csv; returns the Markdown."""
+    from data_tools.reports import ReportError, comparison_markdown, comparison_table, parse_entry
+
     try:
-        metrics = evaluate(args.predictions, args.output_dir, args.label_space, args.code_system)
-    except EvaluationError as exc:
+        entries = [parse_entry(spec) for spec in specs]
+        scored = [(m, b, s, _load_compare_metrics(p, options)) for m, b, s, p in entries]
+        table = comparison_table(scored)
+    except ReportError as exc:
+        raise EvaluationError(str(exc)) from exc
+    markdown = comparison_markdown(table)
+    _write_atomically(Path(output_dir), {"comparison.md": markdown,
+                                         "comparison.csv": table.to_csv(index=False, float_format="%.2f")})
+    return markdown
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.predictions is None and not args.compare:
+        parser.error("give --predictions PRED.jsonl (or --compare ENTRY ...)")
+    try:
+        from data_tools.reports import ReportError, load_frequencies
+
+        edges = [int(e) for e in args.buckets.split(",") if e.strip()]
+        bucket_names(edges)  # validates the edges
+        label_space_path, code_system = _label_space_and_system(args.data, args.label_space, args.code_system)
+        freq_source = args.train_frequencies or args.data
+        options = dict(label_space_path=label_space_path, code_system_name=code_system, bucket_edges=edges,
+                       n_bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed,
+                       train_frequencies=load_frequencies(freq_source) if freq_source else None)
+        if args.compare:
+            if args.predictions is not None:
+                parser.error("--compare builds a table from its entries; leave out --predictions")
+            print(compare(args.compare, args.output_dir, options), end="")
+            print(f"wrote {args.output_dir / 'comparison.md'} and comparison.csv")
+            return 0
+        metrics = evaluate(args.predictions, args.output_dir, plots=not args.no_plots, **options)
+    except (EvaluationError, ReportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # bucket edges, confidence, bootstrap settings
+        print(f"error: {exc}. Fix: check --buckets/--bootstrap/--confidence", file=sys.stderr)
+        return 2
     print(metrics["summary"], end="")
-    print(f"wrote {args.output_dir / 'metrics.json'}, per_code.csv and summary.md")
+    print(f"wrote {args.output_dir / 'metrics.json'}, per_code.csv and summary.md"
+          + (", buckets.csv and plots" if "buckets" in metrics else ""))
     return 0
 
 

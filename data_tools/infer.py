@@ -1,0 +1,304 @@
+"""Hint-free generation over a prepared split with vLLM, appending one JSON line per sample (resumable).
+
+    python -m data_tools.infer --data data/prepared/mimic3_full --split test \
+        --model models/sft --output preds/sft_test.jsonl
+    python -m data_tools.infer --data ... --model BASE --lora step100=ckpt/100/lora_adapter \
+        --lora step200=ckpt/200/lora_adapter --output-dir preds/sweep      # several adapters, one engine
+
+Prompts are the prepared ones (``verl/<split>.parquet``: the exact training prompt, already fitted to the
+budget) or a prompting baseline of paper Appendix D (``--prompt zero_shot`` etc., built by
+``data_tools.baselines`` and fitted to ``--prompt-budget``). Always hint-free. The chat template and thinking
+setting match training (the model's template; ``enable_thinking`` from the variant's ``stats.json`` unless
+given). Greedy by default. Runs on GPUs and, through vLLM's CPU build, on a CPU (``--enforce-eager`` starts
+faster there; tests and the embedded default use the same tool). Note and response text is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROMPT_KINDS = ("train", "zero_shot", "few_shot", "zero_shot_cot", "few_shot_cot")
+
+
+class InferError(Exception):
+    """A problem with the inputs of an inference run, with what to do about it."""
+
+
+@dataclass
+class Request:
+    id: str
+    messages: list[dict]
+    gold: list[str]
+    extra: dict = field(default_factory=dict)
+
+
+def load_requests(data_dir: Path, split: str, prompt_kind: str = "train", *, tokenizer=None,
+                  chat_template_kwargs: dict | None = None, max_samples: int | None = None,
+                  prompt_budget: int | None = None) -> list[Request]:
+    """The split's samples with their prompt messages and gold codes, in file order."""
+    import pandas as pd
+
+    if prompt_kind != "train":
+        from data_tools import baselines
+
+        try:
+            return baselines.build_requests(data_dir, split, prompt_kind, tokenizer=tokenizer,
+                                            chat_template_kwargs=chat_template_kwargs, max_samples=max_samples,
+                                            budget=prompt_budget)
+        except baselines.BaselineError as exc:
+            raise InferError(str(exc)) from exc
+    path = data_dir / "verl" / f"{split}.parquet"
+    if not path.is_file():
+        raise InferError(f"{path}: no prepared {split} split here; run `python -m data_tools.prepare` first "
+                         f"or point --data at a variant folder (it holds verl/{split}.parquet)")
+    frame = pd.read_parquet(path, columns=["prompt", "reward_model", "extra_info"])
+    if max_samples is not None:
+        frame = frame.head(max_samples)
+    requests = []
+    for row, (prompt, reward, extra) in enumerate(zip(frame["prompt"], frame["reward_model"], frame["extra_info"])):
+        sample_id = extra.get("sample_id") if isinstance(extra, dict) else None
+        if sample_id is None:
+            raise InferError(f"{path}: row {row} has no extra_info.sample_id; re-run data_tools.prepare")
+        messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
+        requests.append(Request(str(sample_id), messages, [str(c) for c in reward["ground_truth"]]))
+    return requests
+
+
+def finished_ids(path: Path) -> set[str]:
+    """Ids already written to ``path``; a torn last line (an interrupted write) is cut off first."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    keep = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
+    ids = set()
+    for number, line in enumerate(keep.splitlines(), 1):
+        try:
+            ids.add(str(json.loads(line)["id"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise InferError(f"{path}: line {number} is not a prediction record ({exc}); "
+                             "move the file away or pass another --output") from None
+    if len(keep) != len(data):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(keep)
+        os.replace(tmp, path)
+    return ids
+
+
+def _check_same_run(path: Path, name: str, prompt_kind: str) -> None:
+    """Refuse to append to a file that holds another model's or another prompt's predictions."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, encoding="utf-8") as fh:
+        first = json.loads(fh.readline())
+    found = (first.get("model"), first.get("prompt_kind", "train"))
+    if found != (name, prompt_kind):
+        raise InferError(f"{path}: holds predictions of model {found[0]!r} with prompt {found[1]!r}, not {name!r} "
+                         f"with {prompt_kind!r}; resuming would mix runs. Pass another --output/--output-dir")
+
+
+def _parse_lora(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    adapters = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise InferError(f"--lora {spec!r}: expected NAME=PATH (e.g. sft=outputs/sft/lora)")
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise InferError(f"--lora {spec!r}: {path} holds no adapter_config.json (a PEFT LoRA adapter folder)")
+        adapters.append((name, Path(path)))
+    return adapters
+
+
+def _adapter_rank(path: Path) -> int:
+    return int(json.loads((path / "adapter_config.json").read_text()).get("r", 8))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m data_tools.infer", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, type=Path,
+                   help="prepared variant folder (from data_tools.prepare), e.g. data/prepared/mimic3_full")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="which split to generate for (default test; PHI refreshes use train)")
+    p.add_argument("--model", required=True, type=Path,
+                   help="merged model folder, or the base model when --lora adapters are given")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME=PATH",
+                   help="a LoRA adapter to run on top of --model; repeat for a checkpoint sweep in one engine")
+    p.add_argument("--include-base", action="store_true",
+                   help="with --lora, also generate with the bare base model (written as base.jsonl)")
+    p.add_argument("--output", type=Path, help="output JSONL for a single model (appended, resumable)")
+    p.add_argument("--output-dir", type=Path, help="folder for one NAME.jsonl per adapter (with --lora)")
+    p.add_argument("--prompt", default="train", choices=PROMPT_KINDS,
+                   help="prompt: the prepared training prompt (default) or a prompting baseline of Appendix D")
+    p.add_argument("--max-new-tokens", type=int, default=196,
+                   help="generation budget (paper: 196 for Top-50; measure a sufficient one for Full)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding (default)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling when temperature > 0")
+    p.add_argument("--enable-thinking", action=argparse.BooleanOptionalAction, default=None,
+                   help="chat-template thinking switch for hybrid Qwen3 (train and infer alike: off); default: the "
+                        "setting data_tools.prepare recorded in the variant's stats.json")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model replica")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="context length for vLLM (default: the model's; lower it to save KV-cache memory)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vLLM GPU memory share")
+    p.add_argument("--dtype", default="auto", help="model dtype for vLLM (auto, bfloat16, float32)")
+    p.add_argument("--enforce-eager", action="store_true",
+                   help="skip vLLM's graph compilation and capture: starts faster, generates slower (CPU tests)")
+    p.add_argument("--prompt-budget", type=int, default=None,
+                   help="prompting baselines: prompt tokens incl. chat template that notes and demonstrations are "
+                        "fitted to (default: the variant's max prompt length in stats.json, capped at "
+                        "--max-model-len minus --max-new-tokens)")
+    p.add_argument("--max-samples", type=int, default=None, help="only the first N samples (quick checks)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="samples per engine call; results are appended after each (an interruption loses one)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    return p
+
+
+def _outputs(args, adapters) -> list[tuple[str, Path, object]]:
+    if adapters:
+        if args.output_dir is None:
+            raise InferError("--lora needs --output-dir (one NAME.jsonl per adapter)")
+        runs = [(name, args.output_dir / f"{name}.jsonl", path) for name, path in adapters]
+        if args.include_base:
+            runs.insert(0, ("base", args.output_dir / "base.jsonl", None))
+        return runs
+    if args.output is None:
+        raise InferError("give --output FILE.jsonl (or --lora ... with --output-dir)")
+    return [(args.model.name, args.output, None)]
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Generate for every run (model or adapter) and return one throughput summary per run."""
+    adapters = _parse_lora(args.lora)
+    runs = _outputs(args, adapters)
+    if not (args.model / "config.json").is_file():
+        raise InferError(f"--model {args.model}: no config.json there (a Hugging Face model folder is expected)")
+    if not _has_gpu():  # vLLM's CPU build would otherwise reserve most of the RAM for its KV cache
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    kwargs = _training_template_kwargs(args.data) if args.enable_thinking is None else {
+        "enable_thinking": args.enable_thinking}
+    budget = args.prompt_budget
+    if budget is None and args.prompt != "train" and args.max_model_len:  # leave room for the answer
+        from data_tools.baselines import default_budget
+
+        budget = min(default_budget(args.data), args.max_model_len - args.max_new_tokens)
+    requests = load_requests(args.data, args.split, args.prompt, tokenizer=tokenizer,
+                             chat_template_kwargs=kwargs, max_samples=args.max_samples,
+                             prompt_budget=budget)
+    code_system = _code_system(args.data)
+
+    from vllm import LLM, SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    engine_kwargs = dict(model=str(args.model), tokenizer=str(args.model), dtype=args.dtype, seed=args.seed,
+                         tensor_parallel_size=args.tensor_parallel_size,
+                         gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager)
+    if args.max_model_len:
+        engine_kwargs["max_model_len"] = args.max_model_len
+    if adapters:
+        engine_kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=max(_adapter_rank(p) for _, p in adapters))
+    llm = LLM(**engine_kwargs)
+    sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_new_tokens,
+                              seed=args.seed)
+    summaries = []
+    for number, (name, out_path, adapter) in enumerate(runs, 1):
+        lora = LoRARequest(name, number, str(adapter)) if adapter is not None else None
+        summaries.append(_generate(llm, tokenizer, sampling, lora, requests, out_path, name, kwargs,
+                                   args.batch_size, code_system))
+    return summaries
+
+
+def _training_template_kwargs(data_dir: Path) -> dict:
+    """The chat-template settings the prompts were fitted with (``stats.json``), so inference matches training."""
+    try:
+        stats = json.loads((data_dir / "stats.json").read_text(encoding="utf-8"))
+        return dict(stats["tokens"].get("chat_template_kwargs") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - any torch problem means no usable GPU here
+        return False
+
+
+def _code_system(data_dir: Path):
+    from llm4icd_plugins.codes import load_code_system
+
+    space = data_dir / "label_space.json"
+    if not space.is_file():
+        return None
+    return load_code_system(json.loads(space.read_text())["code_system"])
+
+
+def _generate(llm, tokenizer, sampling, lora, requests, out_path: Path, name: str, template_kwargs: dict,
+              batch_size: int, code_system) -> dict:
+    from tqdm import tqdm
+
+    from llm4icd_plugins.parsing import parse_response
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = finished_ids(out_path)
+    _check_same_run(out_path, name, requests[0].extra.get("prompt_kind", "train") if requests else "train")
+    todo = [r for r in requests if r.id not in done]
+    prompt_tokens = gen_tokens = 0
+    start = time.perf_counter()
+    with open(out_path, "a", encoding="utf-8") as sink, tqdm(total=len(todo), desc=f"infer {name}",
+                                                             unit="sample") as bar:
+        for lo in range(0, len(todo), batch_size):
+            chunk = todo[lo: lo + batch_size]
+            texts = [tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True,
+                                                   **template_kwargs) for r in chunk]
+            outputs = llm.generate(texts, sampling, lora_request=lora, use_tqdm=False)
+            for request, output in zip(chunk, outputs):
+                completion = output.outputs[0]
+                parsed = parse_response(completion.text, code_system=code_system)
+                prompt_tokens += len(output.prompt_token_ids or ())
+                gen_tokens += len(completion.token_ids)
+                sink.write(json.dumps({
+                    "id": request.id, "model": name, "response": completion.text, "pred": list(parsed.codes),
+                    "gold": request.gold, "n_malformed": parsed.n_malformed, "n_unknown": parsed.n_unknown,
+                    "unknown": list(parsed.unknown), "has_span": parsed.has_span, "format_ok": parsed.format_ok,
+                    "prompt_tokens": len(output.prompt_token_ids or ()), "gen_tokens": len(completion.token_ids),
+                    "finish_reason": completion.finish_reason, **request.extra,
+                }, ensure_ascii=False) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            bar.update(len(chunk))
+    seconds = max(time.perf_counter() - start, 1e-9)
+    summary = {"model": name, "output": str(out_path), "generated": len(todo), "skipped_done": len(done),
+               "seconds": round(seconds, 2), "samples_per_s": round(len(todo) / seconds, 3),
+               "prompt_tokens_per_s": round(prompt_tokens / seconds, 1),
+               "gen_tokens_per_s": round(gen_tokens / seconds, 1)}
+    print(f"[infer] {name}: {len(todo)} generated ({len(done)} already done) in {seconds:.1f} s — "
+          f"{summary['samples_per_s']} samples/s, {summary['prompt_tokens_per_s']} prompt tok/s, "
+          f"{summary['gen_tokens_per_s']} generated tok/s → {out_path}")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except InferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # vLLM spawns worker processes: the guard is required
+    sys.exit(main())

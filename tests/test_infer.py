@@ -1,0 +1,177 @@
+"""data_tools.infer: resumable JSONL bookkeeping (fast), and real vLLM CPU generation on the tiny model over a
+prepared synthetic split (slow): a LoRA sweep in one engine, interrupted by SIGKILL mid-run plus a torn last line,
+then resumed without redoing finished ids; a few-shot baseline run; and evaluation of the real outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data_tools import infer, prepare
+from data_tools.synth import generate_mimic3
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_PROMPT = 640
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def _record(i: int) -> str:
+    return json.dumps({"id": f"s{i}", "model": "m", "response": "<code>401.9</code>", "pred": ["401.9"],
+                       "gold": ["401.9"]})
+
+
+def test_finished_ids_cuts_a_torn_last_line(tmp_path):
+    path = tmp_path / "out.jsonl"
+    whole = "".join(_record(i) + "\n" for i in range(3))
+    path.write_text(whole + _record(3)[:17], encoding="utf-8")  # the write of s3 was cut short
+    assert infer.finished_ids(path) == {"s0", "s1", "s2"}
+    assert path.read_text(encoding="utf-8") == whole  # the torn tail is gone, the rest untouched
+    assert infer.finished_ids(tmp_path / "missing.jsonl") == set()
+
+
+def test_finished_ids_rejects_a_foreign_file(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text(_record(0) + "\nnot json\n" + _record(1) + "\n", encoding="utf-8")
+    with pytest.raises(infer.InferError, match="line 2 is not a prediction record"):
+        infer.finished_ids(path)
+
+
+def test_bad_arguments_fail_before_loading_anything(tmp_path, capsys):
+    (tmp_path / "model").mkdir()
+    assert infer.main(["--data", str(tmp_path), "--model", str(tmp_path / "model"), "--output", "x.jsonl"]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert infer.main(["--data", str(tmp_path), "--model", str(tmp_path), "--lora", "nopath"]) == 2
+    assert "expected NAME=PATH" in capsys.readouterr().err
+    assert infer.main(["--data", str(tmp_path), "--model", str(tmp_path), "--lora", f"a={tmp_path}"]) == 2
+    assert "adapter_config.json" in capsys.readouterr().err
+
+
+# --- real generation with vLLM's CPU build ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory, tiny_model_dir):
+    base = tmp_path_factory.mktemp("infer")
+    raw = generate_mimic3(base / "raw", n_admissions=120, seed=7)
+    assert prepare.main(["mimic3", "--root", str(raw["root"]), "--out", str(base / "prep"), "--variants", "full",
+                         "--min-code-count", "2", "--tokenizer", str(tiny_model_dir), "--max-prompt-length",
+                         str(MAX_PROMPT), "--hint-reserve", "0", "--cutoff-len", str(MAX_PROMPT + 200)]) == 0
+    return base / "prep" / "mimic3_full"
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory, tiny_model_dir):
+    """A random LoRA adapter on every linear layer, strong enough to change greedy outputs."""
+    peft = pytest.importorskip("peft")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                          init_lora_weights=False))
+    with torch.no_grad():
+        for name, param in wrapped.named_parameters():
+            if "lora_B" in name:
+                param.mul_(5.0)
+    out = tmp_path_factory.mktemp("lora") / "adapter"
+    wrapped.save_pretrained(out)
+    return out
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (the CPU build, vllm-cpu, works)")
+def test_lora_sweep_survives_a_kill_and_resumes(variant, tiny_model_dir, lora_dir, tmp_path):
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "data_tools.infer", "--data", str(variant), "--split", "test", "--model",
+               str(tiny_model_dir), "--lora", f"ad={lora_dir}", "--include-base", "--output-dir", str(out),
+               "--max-new-tokens", "48", "--max-model-len", str(MAX_PROMPT + 64), "--enforce-eager"]
+    # 1. One sample per engine call, killed (SIGKILL, no clean-up) once a few results are on disk.
+    log = open(tmp_path / "first.log", "w")
+    process = subprocess.Popen(command + ["--batch-size", "1"], env=_env(), cwd=tmp_path, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(_lines(out / "base.jsonl")) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    log.close()
+    before = _lines(out / "base.jsonl")
+    test_ids = pd.read_parquet(variant / "examples" / "test.parquet")["id"].tolist()
+    assert 3 <= len(before) < len(test_ids), (tmp_path / "first.log").read_text()[-2000:]
+    assert not (out / "ad.jsonl").exists() or len(_lines(out / "ad.jsonl")) < len(test_ids)
+    with open(out / "base.jsonl", "a", encoding="utf-8") as fh:  # and a write cut short mid-line
+        fh.write('{"id": "' + test_ids[-1] + '", "model": "ba')
+
+    # 2. The same command again: finished ids are kept as they are, the rest is generated.
+    resumed = subprocess.run(command, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    base = _lines(out / "base.jsonl")
+    assert base[:len(before)] == before  # nothing finished was redone or rewritten
+    assert f"[infer] base: {len(test_ids) - len(before)} generated ({len(before)} already done)" in resumed.stdout
+    records = {name: [json.loads(x) for x in _lines(out / f"{name}.jsonl")] for name in ("base", "ad")}
+    examples = pd.read_parquet(variant / "examples" / "test.parquet").set_index("id")
+    verl = pd.read_parquet(variant / "verl" / "test.parquet")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt_tokens = {e["sample_id"]: len(tokenizer.apply_chat_template(list(p), tokenize=True,
+                                                                       add_generation_prompt=True, return_dict=False))
+                     for p, e in zip(verl["prompt"], verl["extra_info"])}
+    for name, rows in records.items():
+        assert sorted(r["id"] for r in rows) == sorted(test_ids)  # each id exactly once
+        for r in rows:
+            assert r["model"] == name and r["gold"] == list(examples.loc[r["id"], "codes"])
+            assert r["prompt_tokens"] == prompt_tokens[r["id"]] <= MAX_PROMPT  # the training prompt and template
+            assert 0 < r["gen_tokens"] <= 48 and r["finish_reason"] in ("length", "stop")
+    by_id = {r["id"]: r["response"] for r in records["base"]}
+    changed = sum(r["response"] != by_id[r["id"]] for r in records["ad"])
+    assert changed >= len(test_ids) // 2  # the adapter is really applied
+
+    # 3. The evaluation reads these real outputs (responses are re-parsed).
+    from data_tools.evaluate import main as evaluate_main
+
+    report = tmp_path / "eval"
+    assert evaluate_main(["--predictions", str(out / "ad.jsonl"), "--data", str(variant), "--output-dir",
+                          str(report), "--bootstrap", "100"]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["n_docs"] == len(test_ids) and metrics["n_responses"] == len(test_ids)
+    assert metrics["no_span_rate"] == pytest.approx(sum(not r["has_span"] for r in records["ad"]) / len(test_ids))
+    assert (report / "buckets.png").is_file() and (report / "f1_vs_frequency.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (the CPU build, vllm-cpu, works)")
+def test_few_shot_baseline_generation(variant, tiny_model_dir, tmp_path):
+    out = tmp_path / "few_shot.jsonl"
+    budget = 1200
+    ran = subprocess.run([sys.executable, "-m", "data_tools.infer", "--data", str(variant), "--split", "test",
+                          "--model", str(tiny_model_dir), "--prompt", "few_shot_cot", "--prompt-budget", str(budget),
+                          "--max-samples", "4", "--output", str(out), "--max-new-tokens", "16",
+                          "--max-model-len", str(budget + 16), "--enforce-eager"],
+                         env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    rows = [json.loads(x) for x in _lines(out)]
+    train_ids = set(pd.read_parquet(variant / "examples" / "train.parquet")["id"])
+    assert len(rows) == 4
+    for r in rows:
+        assert r["prompt_kind"] == "few_shot_cot" and 1 <= len(r["shot_ids"]) <= 3
+        assert set(r["shot_ids"]) <= train_ids and r["prompt_tokens"] <= budget
+    assert "samples/s" in ran.stdout and "prompt tok/s" in ran.stdout
