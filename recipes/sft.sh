@@ -26,8 +26,9 @@ CONFIG=$REPO_ROOT/recipes/$MODEL/sft/config_$DATASET.yaml
 [[ -f $CONFIG ]] || die "no recipe $CONFIG; models: $(cd "$REPO_ROOT/recipes" && ls -d */sft 2>/dev/null | cut -d/ -f1 | grep -v '^tiny$' | tr '\n' ' ')datasets: mimic3_full mimic3_top50 mimic4_full mimic4_top50"
 
 SFT_ENV=${LLM4ICD_SFT_ENV:-$REPO_ROOT/.venvs/sft}
-CLI=$SFT_ENV/bin/llamafactory-cli
-[[ -x $CLI ]] || die "llamafactory-cli not found at $CLI; create the SFT environment (pip install -e '.[sft]') there or set LLM4ICD_SFT_ENV to its folder"
+# llamafactory-cli, minus its printout of a whole training example (note text is PHI): llm4icd_plugins/llamafactory_cli.py
+CLI=("$SFT_ENV/bin/python" -m llm4icd_plugins.llamafactory_cli)
+[[ -x ${CLI[0]} ]] || die "no python at ${CLI[0]}; create the SFT environment (pip install -e '.[sft]') there or set LLM4ICD_SFT_ENV to its folder"
 
 DATA_DIR=${LLM4ICD_DATA_ROOT:-$REPO_ROOT/data/prepared}/$DATASET
 [[ -f $DATA_DIR/dataset_info.json ]] || die "no $DATA_DIR/dataset_info.json; run python -m data_tools.prepare ... --out ${LLM4ICD_DATA_ROOT:-$REPO_ROOT/data/prepared} (with --tokenizer and --cutoff-len matching the recipe) or set LLM4ICD_DATA_ROOT"
@@ -57,4 +58,4 @@ echo "  recipe $CONFIG" >&2
 echo "  data   $DATA_DIR" >&2
 echo "  output $OUTPUT_DIR" >&2
 cd "$REPO_ROOT"
-exec "$CLI" train "$CONFIG" "${overrides[@]}" "$@"
+exec "${CLI[@]}" train "$CONFIG" "${overrides[@]}" "$@"

@@ -16,8 +16,9 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONFIG=$REPO_ROOT/recipes/$MODEL/sft/merge.yaml
 [[ -f $CONFIG ]] || die "no merge recipe $CONFIG (models: qwen2.5-1.5b-instruct, qwen3-4b; tiny: recipes/tiny/sft/merge_synthetic.yaml)"
 SFT_ENV=${LLM4ICD_SFT_ENV:-$REPO_ROOT/.venvs/sft}
-CLI=$SFT_ENV/bin/llamafactory-cli
-[[ -x $CLI ]] || die "llamafactory-cli not found at $CLI; create the SFT environment there or set LLM4ICD_SFT_ENV"
+# llamafactory-cli, minus its printout of a whole training example (note text is PHI): llm4icd_plugins/llamafactory_cli.py
+CLI=("$SFT_ENV/bin/python" -m llm4icd_plugins.llamafactory_cli)
+[[ -x ${CLI[0]} ]] || die "no python at ${CLI[0]}; create the SFT environment there or set LLM4ICD_SFT_ENV"
 
 ADAPTER_DIR=${ADAPTER_DIR:-$REPO_ROOT/outputs/$MODEL/sft/$DATASET}
 [[ -f $ADAPTER_DIR/adapter_config.json ]] || die "no LoRA adapter in $ADAPTER_DIR (adapter_config.json missing); train it with recipes/sft.sh $MODEL $DATASET or set ADAPTER_DIR"
@@ -28,5 +29,5 @@ overrides=("adapter_name_or_path=$ADAPTER_DIR" "export_dir=$EXPORT_DIR")
 
 echo "recipes/sft_merge.sh: $ADAPTER_DIR -> $EXPORT_DIR" >&2
 cd "$REPO_ROOT"
-"$CLI" export "$CONFIG" "${overrides[@]}" "$@"
+"${CLI[@]}" export "$CONFIG" "${overrides[@]}" "$@"
 echo "merged model written to $EXPORT_DIR" >&2

@@ -11,16 +11,16 @@ meaningful checks. About 5-6 minutes on 2 cores (two start-ups of Ray + vLLM dom
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import importlib.util
 
+import pytest
+
+from data_tools.verl_logs import parse_step_metrics
 from llm4icd_plugins.reward import REWARD_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,30 +28,6 @@ RUN_CPU = REPO_ROOT / "recipes" / "tiny" / "grpo" / "run_cpu.sh"
 VARIANT = "mimic3_full"
 DATA_SOURCE = f"llm4icd/{VARIANT}"
 RUN_TIMEOUT_S = 480
-
-_STEP_LINE = re.compile(r"\bstep:(\d+) - (.*)$")
-_NUMPY_SCALAR = re.compile(r"^np\.\w+\((.*)\)$")
-
-
-def parse_step_metrics(log: str) -> dict[int, dict[str, float]]:
-    """verl's console logger lines ``step:N - key:value - ...`` → {N: {key: value}} (later lines win)."""
-    steps: dict[int, dict[str, float]] = {}
-    for line in log.splitlines():
-        match = _STEP_LINE.search(line)
-        if not match:
-            continue
-        metrics = steps.setdefault(int(match.group(1)), {})
-        for item in match.group(2).split(" - "):
-            key, sep, value = item.rpartition(":")
-            if not sep:
-                continue
-            value = _NUMPY_SCALAR.sub(r"\1", value.strip())
-            try:
-                metrics[key.strip()] = float(value)
-            except ValueError:
-                continue
-    return steps
-
 
 needs_verl = pytest.mark.skipif(
     importlib.util.find_spec("verl") is None or importlib.util.find_spec("vllm") is None,

@@ -104,10 +104,10 @@ def test_every_recipe_parses_with_llamafactory():
 
 
 def _fake_env(tmp_path: Path) -> Path:
-    """An SFT env whose llamafactory-cli only records its arguments and launcher variables."""
+    """An SFT env whose python only records its arguments and launcher variables."""
     env = tmp_path / "fake_env"
     (env / "bin").mkdir(parents=True)
-    cli = env / "bin" / "llamafactory-cli"
+    cli = env / "bin" / "python"
     cli.write_text('#!/usr/bin/env bash\necho "ARGS $*"\necho "PWD $PWD"\n'
                    'echo "LAUNCH $FORCE_TORCHRUN $NNODES $NODE_RANK $NPROC_PER_NODE ${MASTER_ADDR:-} ${MASTER_PORT:-}"\n')
     cli.chmod(0o755)
@@ -126,7 +126,7 @@ def test_sft_wrapper_passes_paths_and_launcher(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
     assert lines["ARGS"].split() == [
-        "train", str(RECIPES / "qwen3-4b" / "sft" / "config_mimic3_top50.yaml"),
+        "-m", "llm4icd_plugins.llamafactory_cli", "train", str(RECIPES / "qwen3-4b" / "sft" / "config_mimic3_top50.yaml"),
         f"dataset_dir={data_root / 'mimic3_top50'}",
         f"output_dir={REPO_ROOT / 'outputs' / 'qwen3-4b' / 'sft' / 'mimic3_top50'}",
         "model_name_or_path=/models/qwen3-4b", "save_steps=7"]
@@ -267,10 +267,14 @@ def test_lora_sft_then_merge(prepared, tiny_model_dir, tmp_path):
     peft = pytest.importorskip("peft")
     adapter, merged = tmp_path / "adapter", tmp_path / "merged"
     steps = 12
-    _run([SFT_ENV / "bin" / "llamafactory-cli", "train", RECIPES / "tiny" / "sft" / "config_synthetic.yaml",
+    trained = _run([SFT_ENV / "bin" / "python", "-m", "llm4icd_plugins.llamafactory_cli", "train",
+                    RECIPES / "tiny" / "sft" / "config_synthetic.yaml",
           f"model_name_or_path={tiny_model_dir}", f"dataset_dir={prepared}", "dataset=synthetic_full_train",
           "eval_dataset=synthetic_full_val", "eval_strategy=steps", f"eval_steps={steps}",
           f"output_dir={adapter}", f"max_steps={steps}", f"cutoff_len={CUTOFF_LEN}"])
+    console = trained.stdout + trained.stderr
+    assert "[llm4icd] example:" in console and "inputs:" not in console
+    assert not any(sentence.split(":")[1].strip()[:30] in console for sentence in _SENTENCES), "note text leaked"
     losses = _losses(adapter)
     assert len(losses) == steps and all(math.isfinite(x) for x in losses)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, f"loss did not go down: {losses}"
@@ -280,7 +284,7 @@ def test_lora_sft_then_merge(prepared, tiny_model_dir, tmp_path):
     assert set(adapter_cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                   "up_proj", "down_proj"}
 
-    _run([SFT_ENV / "bin" / "llamafactory-cli", "export", RECIPES / "tiny" / "sft" / "merge_synthetic.yaml",
+    _run([SFT_ENV / "bin" / "python", "-m", "llm4icd_plugins.llamafactory_cli", "export", RECIPES / "tiny" / "sft" / "merge_synthetic.yaml",
           f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={adapter}", f"export_dir={merged}"])
     assert not list(merged.glob("adapter_*")), "export must merge the adapter, not copy it"
     tok = transformers.AutoTokenizer.from_pretrained(merged)
