@@ -29,6 +29,9 @@ PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 THINK_TOKENS = ("<think>", "</think>")
+ANSWER_TOKENS = ("<code>", "</code>")
+"""Single tokens in the tiny vocabulary so a few-minute CPU SFT learns the answer format; real Qwen
+tokenizers split them into pieces, which costs a real backbone nothing."""
 SPECIAL_TOKENS = (PAD_TOKEN, IM_START, IM_END)
 QWEN25_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
@@ -218,7 +221,7 @@ def _build_bpe(texts: Sequence[str], vocab_size: int):
     # Qwen keeps <think>/</think> as added, non-special tokens (decode keeps them).
     from tokenizers import AddedToken
 
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS + ANSWER_TOKENS])
     return tok
 
 

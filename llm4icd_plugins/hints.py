@@ -37,6 +37,8 @@ class HintConfig:
     description_chars: int = 100
     skip_empty: bool = True
     seed: int = 0
+    audit_file: str | None = None
+    """If set, every draw appends ``{"sample_id", "split", "hints"}`` (codes only, no text) to this JSONL."""
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -53,6 +55,8 @@ class HintConfig:
                 raise bad(name, "must be an integer")
         if not isinstance(self.skip_empty, (bool, np.bool_)):
             raise bad("skip_empty", "must be true or false")
+        if self.audit_file is not None and not isinstance(self.audit_file, str):
+            raise bad("audit_file", "must be a file path")
         if not 0.0 <= self.inject_prob <= 1.0:
             raise bad("inject_prob", "must be in [0, 1] (the paper uses 0.5)")
         if self.min_hints < 1:

@@ -18,6 +18,8 @@ checked with the real tokenizer and chat template: hints are dropped, last drawn
 from __future__ import annotations
 
 import copy
+import json
+import os
 from collections import Counter
 
 from verl.utils.dataset.rl_dataset import RLHFDataset
@@ -163,4 +165,16 @@ class PHIDataset(RLHFDataset):
                 row[self.prompt_key] = copy.deepcopy(messages)
                 self.hint_stats["rows_hinted" if hints else "rows_unhinted_over_budget"] += 1
         row["extra_info"] = dict(extra, phi_hints=list(hints))
+        if self.hint_config.audit_file:
+            self._audit(extra.get("sample_id", row.get("index")), extra.get("split"), hints)
         return row
+
+    def _audit(self, sample_id, split, hints) -> None:
+        """One JSON line per draw (codes only): lets a run prove that only training prompts got hints."""
+        line = json.dumps({"sample_id": str(sample_id), "split": split, "round": self.phi_round,
+                           "hints": [h[0] for h in hints]}) + "\n"
+        fd = os.open(self.hint_config.audit_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())  # one write with O_APPEND: lines from parallel workers never interleave
+        finally:
+            os.close(fd)
