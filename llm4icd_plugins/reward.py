@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -36,11 +36,20 @@ def gold_codes(ground_truth: Any) -> tuple[str, ...]:
     if ground_truth is None:
         return ()
     if isinstance(ground_truth, str):
-        items: Iterable[Any] = ground_truth.replace(";", ",").replace("\n", ",").split(",")
+        items: Any = ground_truth.replace(";", ",").replace("\n", ",").split(",")
     elif hasattr(ground_truth, "tolist"):
         items = ground_truth.tolist()
     else:
         items = ground_truth
+    try:
+        return _gold_codes(tuple(items))
+    except TypeError:  # unhashable items: nothing a cache could key on
+        return parse_codes(items).codes
+
+
+@lru_cache(maxsize=1 << 14)
+def _gold_codes(items: tuple) -> tuple[str, ...]:
+    # The G rollouts of a prompt share its gold set: normalise it once.
     return parse_codes(items).codes
 
 
