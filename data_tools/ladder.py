@@ -28,6 +28,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANT = "mimic3_full"
+PROMPT_BUDGET = 1280
+"""verl's data.max_prompt_length; prepare fits unhinted prompts into PROMPT_BUDGET - HINT_RESERVE."""
+HINT_RESERVE = 400
+"""Room for a 5-code PHI hint block: about 360 tokens with the tiny tokenizer (prepare measures it)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,7 @@ def stage_tiny_model(s: Settings, log: Path) -> None:
 def stage_prepare(s: Settings, log: Path) -> None:
     sh([s.python("rl"), "-m", "data_tools.prepare", "mimic3", "--root", s.out / "raw" / "mimic3",
         "--out", s.out / "data", "--variants", "full", "--tokenizer", s.models / "base",
-        "--max-prompt-length", 1024, "--hint-reserve", 160, "--cutoff-len", 1152, "--overwrite"], log)
+        "--max-prompt-length", PROMPT_BUDGET, "--hint-reserve", HINT_RESERVE, "--cutoff-len", 1152, "--overwrite"], log)
 
 
 def _infer(s: Settings, log: Path, model: Path, output: Path, *, split: str = "test", prompt: str = "train",
@@ -177,7 +181,7 @@ def _grpo(s: Settings, log: Path, *, name: str, train_file: Path, steps: int, ex
     sh(["bash", REPO / "recipes/tiny/grpo/run_cpu.sh",
         f"data.train_files={train_file}",
         f"data.val_files={s.data / 'verl' / 'val.parquet'}",
-        "data.max_prompt_length=1024",
+        f"data.max_prompt_length={PROMPT_BUDGET}",
         "data.max_response_length=128",
         f"data.seed={s.seed}",
         f"actor_rollout_ref.model.path={s.models / 'sft' / 'merged'}",
@@ -208,9 +212,15 @@ def _reward_curve(log: Path, out: Path) -> None:
     curve = {step: m["critic/score/mean"] for step, m in sorted(steps.items()) if "critic/score/mean" in m}
     val = {step: {k.rsplit("/", 2)[-2]: v for k, v in m.items() if k.startswith("val-aux/") and k.endswith("/mean@1")}
            for step, m in sorted(steps.items()) if any(k.startswith("val-aux/") for k in m)}
-    out.write_text(json.dumps({"train_reward_mean": curve, "validation": val}, indent=1))
+    values = list(curve.values())
+    quarter = max(1, len(values) // 4)
+    trend = {"first_quarter_mean": sum(values[:quarter]) / quarter if values else None,
+             "last_quarter_mean": sum(values[-quarter:]) / quarter if values else None}
+    out.write_text(json.dumps({"train_reward_mean": curve, "trend": trend, "validation": val}, indent=1))
     if curve:
-        print("    GRPO mean reward by step: " + ", ".join(f"{k}:{v:.3f}" for k, v in curve.items()), flush=True)
+        print("    GRPO mean reward by step: " + ", ".join(f"{k}:{v:.3f}" for k, v in curve.items())
+              + f"\n    first quarter {trend['first_quarter_mean']:.3f} → last quarter {trend['last_quarter_mean']:.3f}",
+              flush=True)
 
 
 def stage_grpo(s: Settings, log: Path) -> None:
@@ -310,7 +320,7 @@ def stage_report(s: Settings, log: Path) -> None:
             continue
         out = s.out / "eval" / stem
         sh([s.python("rl"), "-m", "data_tools.evaluate", "--predictions", pred, "--output-dir", out,
-            "--label-space", s.data / "label_space.json", "--code-system", "icd9"], log)
+            "--data", s.data, "--code-system", "icd9"], log)
         metrics = json.loads((out / "metrics.json").read_text())
         rows.append((label, metrics))
     header = "| Method | Backbone | " + " | ".join(name for _, name in COLUMNS) + " |"
@@ -321,9 +331,32 @@ def stage_report(s: Settings, log: Path) -> None:
         lines.append(f"| {label} | tiny-qwen2 | " + " | ".join(f"{100 * v:.1f}" for v in values) + " |")
         csv.append(f"{label},tiny-qwen2," + ",".join(f"{v:.6f}" for v in values))
     table = "\n".join(lines) + "\n"
+    _plot_reward_curves(s)
     (s.out / "table.md").write_text(table)
     (s.out / "table.csv").write_text("\n".join(csv) + "\n")
     print("\n" + table)
+
+
+def _plot_reward_curves(s: Settings) -> None:
+    """GRPO and PHI mean training reward per step, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name in ("grpo", "phi"):
+        path = s.out / name / "reward_curve.json"
+        if path.exists():
+            curve = json.loads(path.read_text())["train_reward_mean"]
+            ax.plot([int(k) for k in curve], list(curve.values()), marker="o", label=name.upper())
+    ax.set_xlabel("training step")
+    ax.set_ylabel("mean sample-level F1 reward")
+    ax.set_title("GRPO / PHI reward on the synthetic corpus (tiny model, CPU)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(s.out / "reward_curves.png", dpi=120)
+    plt.close(fig)
 
 
 STAGES.append(Stage("report", "evaluate every rung; Table 1 layout (Markdown + CSV) and plots", stage_report))
