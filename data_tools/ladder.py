@@ -236,7 +236,15 @@ def stage_phi_refresh(s: Settings, log: Path) -> None:
     """PHI round 0 → 1: hint-free greedy SFT predictions on train seed the pools H = Y \\ Ŷ (paper Eq. 3)."""
     train_preds = s.preds / "sft_train.jsonl"
     _infer(s, log, s.models / "sft" / "merged", train_preds, split="train", max_samples=s.max_train_infer)
-    sh([s.python("rl"), "-m", "data_tools.phi_refresh", "--train", s.data / "verl" / "train.parquet",
+    train = s.data / "verl" / "train.parquet"
+    if s.max_train_infer:  # the PHI round trains on the rows that were inferred (infer takes the first N)
+        import pyarrow.parquet as pq
+
+        subset = s.out / "phi" / "round_1" / "inferred_train.parquet"
+        subset.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pq.read_table(train).slice(0, s.max_train_infer), subset)
+        train = subset
+    sh([s.python("rl"), "-m", "data_tools.phi_refresh", "--train", train,
         "--predictions", train_preds, "--out", s.out / "phi" / "round_1" / "train.parquet", "--round", 1,
         "--overwrite"], log)
 
