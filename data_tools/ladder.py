@@ -76,6 +76,9 @@ class Stage:
     run: Callable[[Settings, Path], None]
     clean: Sequence[str] = ()
     """Output paths (relative to OUT) removed before a stage runs, so a redo never reuses half-written output."""
+    redo_clean: Sequence[str] = ()
+    """Also removed when the stage is redone on purpose (--from-stage); an interrupted run keeps them to
+    resume from (verl checkpoints)."""
 
 
 class LadderError(Exception):
@@ -300,13 +303,13 @@ STAGES: list[Stage] = [
     Stage("sft_eval", "hint-free inference of the SFT model on the test split", stage_sft_eval,
           clean=("predictions/sft.jsonl",)),
     Stage("grpo", "GRPO with verl + vLLM (CPU) and the F1 reward, from the SFT model", stage_grpo,
-          clean=("models/grpo",)),
+          clean=("models/grpo",), redo_clean=("grpo",)),
     Stage("grpo_eval", "hint-free inference of SFT + the GRPO adapter on the test split", stage_grpo_eval,
           clean=("predictions/grpo.jsonl",)),
     Stage("phi_refresh", "PHI: hint-free inference on train, hint pools of missed codes", stage_phi_refresh,
           clean=("phi/round_1", "predictions/sft_train.jsonl")),
     Stage("phi", "PHI: one hinted GRPO epoch with the hint dataset (verl custom dataset class)", stage_phi,
-          clean=("models/phi",)),
+          clean=("models/phi",), redo_clean=("phi/checkpoints",)),
     Stage("phi_eval", "hint-free inference of SFT + the PHI adapter on the test split", stage_phi_eval,
           clean=("predictions/phi.jsonl",)),
 ]
@@ -419,14 +422,15 @@ def run(args: argparse.Namespace) -> None:
     timings = {}
     for number, stage in enumerate(STAGES, 1):
         marker = done_dir / f"{stage.name}.json"
-        if number - 1 >= redo_from:
+        forced = number - 1 >= redo_from
+        if forced:
             marker.unlink(missing_ok=True)
         head = f"[{number}/{len(STAGES)}] {stage.name}: {stage.what}"
         if marker.exists():
             print(f"{head} — done already ({json.loads(marker.read_text())['seconds']:.0f} s), skipped")
             continue
         print(head, flush=True)
-        for rel in stage.clean:
+        for rel in (*stage.clean, *(stage.redo_clean if forced else ())):
             target = s.out / rel
             if target.is_dir():
                 shutil.rmtree(target)
