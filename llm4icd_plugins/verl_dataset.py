@@ -172,7 +172,7 @@ class PHIDataset(RLHFDataset):
     def _audit(self, sample_id, split, hints) -> None:
         """One JSON line per draw (codes only): lets a run prove that only training prompts got hints."""
         line = json.dumps({"sample_id": str(sample_id), "split": split, "round": self.phi_round,
-                           "hints": [h[0] for h in hints]}) + "\n"
+                           "hints": list(hints)}) + "\n"
         fd = os.open(self.hint_config.audit_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())  # one write with O_APPEND: lines from parallel workers never interleave
