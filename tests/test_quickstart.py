@@ -49,7 +49,7 @@ def test_every_stage_finished_with_its_artefacts(run):
     data = out / "data" / ladder.VARIANT
     for path in [out / "raw" / "mimic3" / "NOTEEVENTS.csv.gz", out / "models" / "base" / "config.json",
                  data / "verl" / "train.parquet", data / "sharegpt" / "train.jsonl", data / "label_space.json",
-                 out / "models" / "sft" / "lora" / "adapter_config.json", out / "models" / "sft" / "merged" / "config.json",
+                 out / "models" / "sft" / "merged" / "config.json",
                  out / "models" / "grpo" / "lora_adapter" / "adapter_config.json",
                  out / "models" / "phi" / "lora_adapter" / "adapter_config.json",
                  out / "phi" / "round_1" / "train.parquet", out / "table.md", out / "table.csv"]:
