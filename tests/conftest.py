@@ -68,3 +68,19 @@ def tiny_qwen3_model_dir(tmp_path_factory, tiny_texts) -> Path:
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen3", tiny_texts, arch="qwen3",
                             seed=FIXTURE_SEED)
+
+
+@pytest.fixture(scope="session")
+def icd9():
+    """The ICD-9-CM code system (diagnoses + procedures), built from the PyPI tables or their cache."""
+    from llm4icd_plugins.codes import load_code_system
+
+    return load_code_system("icd9")
+
+
+@pytest.fixture(scope="session")
+def icd10():
+    """The ICD-10-CM/PCS code system, built from the PyPI tables or their cache."""
+    from llm4icd_plugins.codes import load_code_system
+
+    return load_code_system("icd10")

@@ -15,16 +15,6 @@ from llm4icd_plugins.codes import LabelSpace, load_code_system, load_label_space
 from llm4icd_plugins.normalize import format_code
 
 
-@pytest.fixture(scope="module")
-def icd9():
-    return load_code_system("icd9")
-
-
-@pytest.fixture(scope="module")
-def icd10():
-    return load_code_system("icd10")
-
-
 def _package_codes(package: str, filename: str) -> set[str]:
     text = resources.files(package).joinpath(filename).read_text(encoding="latin-1")
     return {line.split(" ", 1)[0] for line in text.splitlines() if line.strip()}

@@ -15,20 +15,6 @@ def _invariant_holds(r: ParseResult) -> bool:
     return r.n_tokens == len(r.codes) + r.n_unknown + r.n_off_label + r.n_duplicates + r.n_malformed
 
 
-@pytest.fixture(scope="module")
-def icd9():
-    from llm4icd_plugins.codes import load_code_system
-
-    return load_code_system("icd9")
-
-
-@pytest.fixture(scope="module")
-def icd10():
-    from llm4icd_plugins.codes import load_code_system
-
-    return load_code_system("icd10")
-
-
 # --- span and think rules -------------------------------------------------------------------------
 
 def test_basic_span_splits_on_commas_semicolons_newlines():
