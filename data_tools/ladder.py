@@ -53,9 +53,6 @@ class Settings:
     def python(self, env: str) -> str:
         return str(self.venvs / env / "bin" / "python")
 
-    def bin(self, env: str, name: str) -> str:
-        return str(self.venvs / env / "bin" / name)
-
     @property
     def data(self) -> Path:
         return self.out / "data" / VARIANT
