@@ -46,6 +46,8 @@ class Settings:
     grpo_steps: int
     phi_steps: int
     rollouts: int
+    grpo_batch: int
+    grpo_lr: float
     max_test: int | None
     max_train_infer: int | None
     venvs: Path
@@ -76,6 +78,9 @@ class Stage:
     redo_clean: Sequence[str] = ()
     """Also removed when the stage is redone on purpose (--from-stage); an interrupted run keeps them to
     resume from (verl checkpoints)."""
+    knobs: Sequence[str] = ()
+    """Command-line settings the stage itself uses: recorded in its marker, so a re-run with other values
+    says that the finished stage is kept and how to redo it."""
 
 
 class LadderError(Exception):
@@ -185,7 +190,15 @@ def _grpo(s: Settings, log: Path, *, name: str, train_file: Path, steps: int, ex
         "data.max_response_length=128",
         f"data.seed={s.seed}",
         f"actor_rollout_ref.model.path={s.models / 'sft' / 'merged'}",
+        f"data.train_batch_size={s.grpo_batch}",
+        # two policy updates per step (mini-batches of half the prompts): more learning per rollout batch
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={s.grpo_batch // 2 if s.grpo_batch % 2 == 0 else s.grpo_batch}",
+        f"actor_rollout_ref.actor.optim.lr={s.grpo_lr}",
         f"actor_rollout_ref.rollout.n={s.rollouts}",
+        # vLLM runs in float32 here, so its token log-probs are the actor's (tests/test_grpo_cpu.py checks the
+        # gap is < 1e-6): use them as the old policy's instead of a second forward pass, a quarter of each step.
+        # verl then logs no actor/entropy (that pass computed it).
+        "algorithm.rollout_correction.bypass_mode=true",
         f"trainer.default_local_dir={ckpt}",
         f"trainer.experiment_name=quickstart-{name}",
         f"trainer.total_training_steps={steps}",
@@ -200,27 +213,37 @@ def _grpo(s: Settings, log: Path, *, name: str, train_file: Path, steps: int, ex
     adapter = export / "lora_adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise LadderError(f"verl.model_merger wrote no LoRA adapter under {export}; see {log}")
-    _reward_curve(log, s.out / name / "reward_curve.json")
+    _reward_curve(log, s.out / name / "reward_curve.json", name.upper())
     return adapter
 
 
-def _reward_curve(log: Path, out: Path) -> None:
-    """GRPO's logged mean reward per step (critic/score/mean), saved and printed: does it rise?"""
+def _reward_curve(log: Path, out: Path, label: str = "GRPO") -> None:
+    """GRPO's logged mean reward per step (critic/score/mean), saved and printed: does it rise?
+
+    The trend is the first-quarter vs last-quarter mean and the least-squares slope per step; the greedy
+    validation F1 that verl logs before the first and after the last step is the hint-free check."""
+    import numpy as np
+
     from data_tools.verl_logs import read_step_metrics
 
     steps = read_step_metrics(log)
     curve = {step: m["critic/score/mean"] for step, m in sorted(steps.items()) if "critic/score/mean" in m}
     val = {step: {k.rsplit("/", 2)[-2]: v for k, v in m.items() if k.startswith("val-aux/") and k.endswith("/mean@1")}
            for step, m in sorted(steps.items()) if any(k.startswith("val-aux/") for k in m)}
-    values = list(curve.values())
+    values = np.array(list(curve.values()), dtype=float)
     quarter = max(1, len(values) // 4)
-    trend = {"first_quarter_mean": sum(values[:quarter]) / quarter if values else None,
-             "last_quarter_mean": sum(values[-quarter:]) / quarter if values else None}
+    trend = {"first_quarter_mean": float(values[:quarter].mean()) if len(values) else None,
+             "last_quarter_mean": float(values[-quarter:].mean()) if len(values) else None,
+             "slope_per_step": float(np.polyfit(list(curve), values, 1)[0]) if len(values) > 1 else None}
     out.write_text(json.dumps({"train_reward_mean": curve, "trend": trend, "validation": val}, indent=1))
     if curve:
-        print("    GRPO mean reward by step: " + ", ".join(f"{k}:{v:.3f}" for k, v in curve.items())
-              + f"\n    first quarter {trend['first_quarter_mean']:.3f} → last quarter {trend['last_quarter_mean']:.3f}",
+        print(f"    {label} mean reward by step: " + ", ".join(f"{k}:{v:.3f}" for k, v in curve.items())
+              + f"\n    first quarter {trend['first_quarter_mean']:.3f} → last quarter {trend['last_quarter_mean']:.3f}"
+              + (f", slope {trend['slope_per_step']:+.4f}/step" if trend["slope_per_step"] is not None else ""),
               flush=True)
+    f1 = {step: v["f1"] for step, v in val.items() if "f1" in v}
+    if len(f1) > 1:
+        print(f"    greedy validation F1: step {min(f1)} {f1[min(f1)]:.3f} → step {max(f1)} {f1[max(f1)]:.3f}", flush=True)
 
 
 def stage_grpo(s: Settings, log: Path) -> None:
@@ -255,7 +278,10 @@ def stage_phi(s: Settings, log: Path) -> None:
     audit = s.out / "phi" / "hint_audit.jsonl"
     audit.unlink(missing_ok=True)
     _grpo(s, log, name="phi", train_file=round_file, steps=s.phi_steps,
+          # no validation before training: PHI starts from the same SFT model as GRPO, whose step-0
+          # validation (greedy, hint-free) is the same number
           extra=["data.custom_cls.path=pkg://llm4icd_plugins.verl_dataset", "data.custom_cls.name=PHIDataset",
+                 "trainer.val_before_train=false",
                  f"+data.phi_seed={s.seed}", f"+data.phi_audit_file={audit}"])
     summary = audit_hints(audit, round_file)
     (s.out / "phi" / "hint_audit_summary.json").write_text(json.dumps(summary, indent=1))
@@ -290,25 +316,35 @@ def stage_phi_eval(s: Settings, log: Path) -> None:
 
 
 STAGES: list[Stage] = [
-    Stage("synth", "synthetic MIMIC-III-like raw tables", stage_synth, clean=("raw",)),
-    Stage("tiny_model", "tiny Qwen2 model + tokenizer trained on the corpus", stage_tiny_model, clean=("models",)),
+    Stage("synth", "synthetic MIMIC-III-like raw tables", stage_synth, clean=("raw",),
+          knobs=("n_admissions", "n_codes", "seed")),
+    Stage("tiny_model", "tiny Qwen2 model + tokenizer trained on the corpus", stage_tiny_model, clean=("models",),
+          knobs=("seed", "pretrain_steps")),
     Stage("prepare", "prepare → SFT (ShareGPT) + RL (verl parquet) data, truncated to budget", stage_prepare,
           clean=("data",)),
     Stage("baseline", "zero-shot prompting baseline with the base model (vLLM CPU)", stage_baseline,
-          clean=("predictions/zero_shot.jsonl",)),
-    Stage("sft", "SFT with llamafactory-cli train (loss on the answer only)", stage_sft, clean=("models/sft",)),
+          clean=("predictions/zero_shot.jsonl",),
+          knobs=("max_test",)),
+    Stage("sft", "SFT with llamafactory-cli train (loss on the answer only)", stage_sft, clean=("models/sft",),
+          knobs=("sft_steps", "sft_lr", "seed")),
     Stage("sft_eval", "hint-free inference of the SFT model on the test split", stage_sft_eval,
-          clean=("predictions/sft.jsonl",)),
+          clean=("predictions/sft.jsonl",),
+          knobs=("max_test",)),
     Stage("grpo", "GRPO with verl + vLLM (CPU) and the F1 reward, from the SFT model", stage_grpo,
-          clean=("models/grpo",), redo_clean=("grpo",)),
+          clean=("models/grpo",), redo_clean=("grpo",),
+          knobs=("grpo_steps", "rollouts", "grpo_batch", "grpo_lr", "seed")),
     Stage("grpo_eval", "hint-free inference of SFT + the GRPO adapter on the test split", stage_grpo_eval,
-          clean=("predictions/grpo.jsonl",)),
+          clean=("predictions/grpo.jsonl",),
+          knobs=("max_test",)),
     Stage("phi_refresh", "PHI: hint-free inference on train, hint pools of missed codes", stage_phi_refresh,
-          clean=("phi/round_1", "predictions/sft_train.jsonl")),
+          clean=("phi/round_1", "predictions/sft_train.jsonl"),
+          knobs=("max_train_infer",)),
     Stage("phi", "PHI: one hinted GRPO epoch with the hint dataset (verl custom dataset class)", stage_phi,
-          clean=("models/phi",), redo_clean=("phi/checkpoints",)),
+          clean=("models/phi",), redo_clean=("phi/checkpoints",),
+          knobs=("phi_steps", "rollouts", "grpo_batch", "grpo_lr", "seed")),
     Stage("phi_eval", "hint-free inference of SFT + the PHI adapter on the test split", stage_phi_eval,
-          clean=("predictions/phi.jsonl",)),
+          clean=("predictions/phi.jsonl",),
+          knobs=("max_test",)),
 ]
 
 
@@ -378,23 +414,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "quickstart",
                    help="output folder for everything (default outputs/quickstart); re-runs skip finished stages")
     p.add_argument("--n-admissions", type=int, default=900,
-                   help="synthetic corpus size in admissions (default 1200; about 70%% land in train)")
+                   help="synthetic corpus size in admissions (default %(default)s; about 70%% land in train)")
     p.add_argument("--n-codes", type=int, default=60,
-                   help="distinct ICD codes in the synthetic corpus (default 60, so a tiny model learns the task "
+                   help="distinct ICD codes in the synthetic corpus (default %(default)s, so a tiny model learns the task "
                         "in minutes; MIMIC-III full has about 8,900)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the corpus, the model and training (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the corpus, the model and training (default %(default)s)")
     p.add_argument("--pretrain-steps", type=int, default=200,
-                   help="plain language-model steps on the notes before SFT (default 300): LoRA cannot teach a "
+                   help="plain language-model steps on the notes before SFT (default %(default)s): LoRA cannot teach a "
                         "randomly initialised model the task, a pretrained backbone is what the paper starts from")
-    p.add_argument("--sft-steps", type=int, default=800, help="SFT optimizer steps, batch 4 (default 800)")
+    p.add_argument("--sft-steps", type=int, default=800, help="SFT optimizer steps, batch 4 (default %(default)s)")
     p.add_argument("--sft-lr", type=float, default=1e-3,
-                   help="SFT learning rate (default 1e-3: a tiny model needs far more than the paper's 1e-5)")
-    p.add_argument("--grpo-steps", type=int, default=20, help="GRPO steps (default 20)")
-    p.add_argument("--phi-steps", type=int, default=10, help="steps of the hinted GRPO epoch of the PHI round")
-    p.add_argument("--rollouts", type=int, default=4, help="GRPO group size G (paper: 8; default 4 on a CPU)")
-    p.add_argument("--max-test", type=int, default=None, help="evaluate on the first N test samples only")
-    p.add_argument("--max-train-infer", type=int, default=None,
-                   help="PHI refresh: infer on the first N training samples only (default all)")
+                   help="SFT learning rate (default %(default)s: a tiny model needs far more than the paper's 1e-5)")
+    p.add_argument("--grpo-steps", type=int, default=12, help="GRPO steps (default %(default)s)")
+    p.add_argument("--phi-steps", type=int, default=4,
+                   help="steps of the hinted GRPO epoch of the PHI round (default %(default)s)")
+    p.add_argument("--rollouts", type=int, default=8, help="GRPO group size G (default %(default)s, as the paper)")
+    p.add_argument("--grpo-batch", type=int, default=8,
+                   help="prompts per GRPO/PHI step (default %(default)s); an even batch is updated in two "
+                        "mini-batches of half the prompts. With 4 prompts x 4 rollouts the logged reward did not rise")
+    p.add_argument("--grpo-lr", type=float, default=3e-3,
+                   help="LoRA learning rate of GRPO/PHI (default %(default)s: measured to raise the tiny model's "
+                        "reward within 12-15 steps; 1e-3 left it flat)")
+    p.add_argument("--max-test", type=int, default=None,
+                   help="evaluate on the first N test samples only (default all)")
+    p.add_argument("--max-train-infer", type=int, default=256,
+                   help="PHI refresh: infer on the first N training samples only, which the PHI round then trains "
+                        "on (default %(default)s, more than --phi-steps x --grpo-batch draws; 0 = all)")
     p.add_argument("--from-stage", choices=[st.name for st in STAGES], default=None,
                    help="redo this stage and every later one even if they were finished")
     p.add_argument("--venvs", type=Path, default=Path(os.environ.get("LLM4ICD_VENVS", REPO / ".venvs")),
@@ -406,6 +451,7 @@ def run(args: argparse.Namespace) -> None:
     s = Settings(out=args.out.resolve(), n_admissions=args.n_admissions, n_codes=args.n_codes, seed=args.seed,
                  pretrain_steps=args.pretrain_steps, sft_steps=args.sft_steps,
                  sft_lr=args.sft_lr, grpo_steps=args.grpo_steps, phi_steps=args.phi_steps, rollouts=args.rollouts,
+                 grpo_batch=args.grpo_batch, grpo_lr=args.grpo_lr,
                  max_test=args.max_test, max_train_infer=args.max_train_infer, venvs=args.venvs.resolve())
     for env in ("rl", "sft"):
         if not Path(s.python(env)).exists():
@@ -417,6 +463,8 @@ def run(args: argparse.Namespace) -> None:
     redo_from = names.index(args.from_stage) if args.from_stage else len(names)
     start = time.perf_counter()
     timings = {}
+    knobs = vars(args)
+    warned = False
     for number, stage in enumerate(STAGES, 1):
         marker = done_dir / f"{stage.name}.json"
         forced = number - 1 >= redo_from
@@ -424,7 +472,13 @@ def run(args: argparse.Namespace) -> None:
             marker.unlink(missing_ok=True)
         head = f"[{number}/{len(STAGES)}] {stage.name}: {stage.what}"
         if marker.exists():
-            print(f"{head} — done already ({json.loads(marker.read_text())['seconds']:.0f} s), skipped")
+            done = json.loads(marker.read_text())
+            print(f"{head} — done already ({done['seconds']:.0f} s), skipped")
+            changed = {k: (v, knobs[k]) for k, v in done.get("settings", {}).items() if knobs.get(k, v) != v}
+            if changed and not warned:
+                warned = True  # --from-stage redoes every later stage too
+                print("    note: it ran with " + ", ".join(f"--{k.replace('_', '-')} {a}" for k, (a, _) in changed.items())
+                      + f"; it is kept — add --from-stage {stage.name} to redo it and every later stage", flush=True)
             continue
         print(head, flush=True)
         for rel in (*stage.clean, *(stage.redo_clean if forced else ())):
@@ -439,7 +493,8 @@ def run(args: argparse.Namespace) -> None:
         stage.run(s, log)
         seconds = time.perf_counter() - t0
         timings[stage.name] = seconds
-        marker.write_text(json.dumps({"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        marker.write_text(json.dumps({"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                      "settings": {k: knobs[k] for k in stage.knobs}}))
         print(f"    ✓ {stage.name} in {seconds:.0f} s", flush=True)
     total = time.perf_counter() - start
     print(f"\nladder finished in {total / 60:.1f} min (this run); outputs in {s.out}")

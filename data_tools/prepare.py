@@ -675,7 +675,7 @@ def write_variant(out_dir: Path, name: str, examples: pd.DataFrame, label_codes:
     (out_dir / "dataset_info.json").write_text(json.dumps(dataset_info, indent=2) + "\n", encoding="utf-8")
     occurrences = Counter(c for cs in examples["codes"] for c in cs)
     unknown = sorted(c for c in occurrences if c not in system)
-    stats = dict(stats, variant=name, code_system=spec.code_system, label_scope=spec.label_scope,
+    stats = dict(stats, variant=name, corpus=spec.corpus, code_system=spec.code_system, label_scope=spec.label_scope,
                  splits=per_split, n_labels=len(label_codes),
                  unknown_codes={"note": "codes absent from the current ICD tables (e.g. retired ICD-9-CM codes): "
                                         "kept as gold labels, not corrected",

@@ -77,6 +77,10 @@ def test_grpo_two_steps_checkpoint_and_resume(tmp_path, verl_data, tiny_model_di
         f"actor_rollout_ref.model.path={tiny_model_dir}",
         f"trainer.default_local_dir={ckpt}",
         "data.max_response_length=48",
+        # a quarter of the recipe's 8 prompts x 8 rollouts per step keeps the test short
+        "data.train_batch_size=4",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        "actor_rollout_ref.rollout.n=4",
         "actor_rollout_ref.actor.entropy_coeff=0.05",
         "trainer.test_freq=-1",
         "+ray_kwargs.ray_init.address=local",

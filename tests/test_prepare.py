@@ -320,8 +320,12 @@ def test_generic_table_inputs(prepared, tmp_path):
     table.drop(columns=["split"]).assign(codes=[", ".join(c) for c in ex["codes"]]).to_csv(csv, index=False)
     out2 = tmp_path / "generic2"
     assert _run(["generic", "--input", csv, "--code-system", "icd10", "--out", out2, "--variants", "full",
-                 "--min-code-count", "1", "--seed", "3"]) == 0
+                 "--min-code-count", "1", "--seed", "3", "--corpus", "Hospital X"]) == 0
     got2 = _examples(out2, "generic_full")
+    assert json.loads((out2 / "generic_full" / "stats.json").read_text())["corpus"] == "Hospital X"
+    assert json.loads((out / "mine_full" / "stats.json").read_text())["corpus"] == "MIMIC-IV"  # the icd10 default
+    from data_tools.baselines import prompt_spec
+    assert "Hospital X" in prompt_spec(out2 / "generic_full").label_scope_text  # the baselines' prompts name it
     assert set(got2["split"]) == set(SPLITS) and len(got2) == len(ex)
     by_subject = got2.groupby("subject_id")["split"].nunique()
     assert (by_subject == 1).all()  # random split is patient-level

@@ -31,7 +31,8 @@ pytestmark = [
 ]
 
 ARGS = ["--n-admissions", "300", "--n-codes", "40", "--pretrain-steps", "40", "--sft-steps", "30",
-        "--grpo-steps", "2", "--phi-steps", "2", "--rollouts", "2", "--max-test", "24", "--max-train-infer", "48"]
+        "--grpo-steps", "2", "--phi-steps", "2", "--rollouts", "2", "--grpo-batch", "4", "--max-test", "24",
+        "--max-train-infer", "48"]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@
 #   CONFIG_NAME   recipe file name without .yaml                             [config_synthetic]
 #   RAY_NUM_CPUS  CPUs Ray may schedule on                                   [16; Ray slots, not cores]
 #   VLLM_CPU_KVCACHE_SPACE  GiB of KV cache vLLM reserves                    [1]
+#   TQ_NUM_THREADS  torch threads of verl's transfer queue                   [physical cores, at most 8]
 # Needs an `llm4icd` install (editable is fine) so that Ray workers import llm4icd_plugins.
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
@@ -24,6 +25,9 @@ export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
 # No hub, no tracker.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 export TOKENIZERS_PARALLELISM=false
+# verl's transfer queue asks torch for 8 threads and logs a warning on every transfer when the machine has
+# fewer physical cores (then uses them all); asking for what there is keeps the console readable.
+export TQ_NUM_THREADS=${TQ_NUM_THREADS:-$("$PYTHON" -c 'import psutil; print(min(8, psutil.cpu_count(logical=False) or 1))')}
 export RAY_DEDUP_LOGS=0
 
 # float32 everywhere: bf16 is slow or emulated on most CPUs, and in float32 vLLM's token log-probs match the
