@@ -408,6 +408,14 @@ STAGES.append(Stage("report", "evaluate every rung; Table 1 layout (Markdown + C
 
 # --- driver -------------------------------------------------------------------------------------------
 
+def _positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bash recipes/quickstart.sh", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -422,14 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-steps", type=int, default=200,
                    help="plain language-model steps on the notes before SFT (default %(default)s): LoRA cannot teach a "
                         "randomly initialised model the task, a pretrained backbone is what the paper starts from")
-    p.add_argument("--sft-steps", type=int, default=800, help="SFT optimizer steps, batch 4 (default %(default)s)")
+    p.add_argument("--sft-steps", type=_positive, default=800, help="SFT optimizer steps, batch 4 (default %(default)s)")
     p.add_argument("--sft-lr", type=float, default=1e-3,
                    help="SFT learning rate (default %(default)s: a tiny model needs far more than the paper's 1e-5)")
-    p.add_argument("--grpo-steps", type=int, default=12, help="GRPO steps (default %(default)s)")
-    p.add_argument("--phi-steps", type=int, default=4,
+    p.add_argument("--grpo-steps", type=_positive, default=12, help="GRPO steps (default %(default)s)")
+    p.add_argument("--phi-steps", type=_positive, default=4,
                    help="steps of the hinted GRPO epoch of the PHI round (default %(default)s)")
-    p.add_argument("--rollouts", type=int, default=8, help="GRPO group size G (default %(default)s, as the paper)")
-    p.add_argument("--grpo-batch", type=int, default=8,
+    p.add_argument("--rollouts", type=_positive, default=8, help="GRPO group size G (default %(default)s, as the paper)")
+    p.add_argument("--grpo-batch", type=_positive, default=8,
                    help="prompts per GRPO/PHI step (default %(default)s); an even batch is updated in two "
                         "mini-batches of half the prompts. With 4 prompts x 4 rollouts the logged reward did not rise")
     p.add_argument("--grpo-lr", type=float, default=3e-3,

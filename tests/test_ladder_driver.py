@@ -84,3 +84,9 @@ def test_reward_curve_trend_and_validation_summary(tmp_path, capsys):
     assert curve["validation"]["0"]["f1"] == 0.25 and curve["validation"]["8"]["f1"] == 0.32
     printed = capsys.readouterr().out
     assert "0.210 → last quarter 0.305" in printed and "greedy validation F1: step 0 0.250 → step 8 0.320" in printed
+
+
+def test_step_and_batch_knobs_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        ladder.build_parser().parse_args(["--grpo-batch", "0"])
+    assert "--grpo-batch: must be at least 1, got 0" in capsys.readouterr().err
