@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -183,6 +184,10 @@ def stage_sft_eval(s: Settings, log: Path) -> None:
 def _grpo(s: Settings, log: Path, *, name: str, train_file: Path, steps: int, extra: Sequence[str] = ()) -> Path:
     """Real verl GRPO on the CPU (recipes/tiny/grpo/run_cpu.sh) from the merged SFT model; returns the adapter."""
     ckpt = s.out / name / "checkpoints"
+    mini = s.grpo_batch // 2 if s.grpo_batch % 2 == 0 else s.grpo_batch
+    # verl splits every batch into micro-batches of this many sequences and needs it to divide the batch:
+    # the recipe's 16 where it does (8 x 8 rollouts), smaller for a small --grpo-batch x --rollouts
+    micro = math.gcd(16, mini * s.rollouts)
     sh(["bash", REPO / "recipes/tiny/grpo/run_cpu.sh",
         f"data.train_files={train_file}",
         f"data.val_files={s.data / 'verl' / 'val.parquet'}",
@@ -192,7 +197,10 @@ def _grpo(s: Settings, log: Path, *, name: str, train_file: Path, steps: int, ex
         f"actor_rollout_ref.model.path={s.models / 'sft' / 'merged'}",
         f"data.train_batch_size={s.grpo_batch}",
         # two policy updates per step (mini-batches of half the prompts): more learning per rollout batch
-        f"actor_rollout_ref.actor.ppo_mini_batch_size={s.grpo_batch // 2 if s.grpo_batch % 2 == 0 else s.grpo_batch}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
+        f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={micro}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
         f"actor_rollout_ref.actor.optim.lr={s.grpo_lr}",
         f"actor_rollout_ref.rollout.n={s.rollouts}",
         # vLLM runs in float32 here, so its token log-probs are the actor's (tests/test_grpo_cpu.py checks the
