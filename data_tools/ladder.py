@@ -478,7 +478,6 @@ def run(args: argparse.Namespace) -> None:
     names = [st.name for st in STAGES]
     redo_from = names.index(args.from_stage) if args.from_stage else len(names)
     start = time.perf_counter()
-    timings = {}
     knobs = vars(args)
     warned = False
     for number, stage in enumerate(STAGES, 1):
@@ -508,7 +507,6 @@ def run(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         stage.run(s, log)
         seconds = time.perf_counter() - t0
-        timings[stage.name] = seconds
         marker.write_text(json.dumps({"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                       "settings": {k: knobs[k] for k in stage.knobs}}))
         print(f"    ✓ {stage.name} in {seconds:.0f} s", flush=True)
