@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from llm4icd_plugins import prompts
+from llm4icd_plugins.errors import UserError
 
 N_SHOTS = 3
 """Demonstrations per few-shot prompt (paper App. D)."""
@@ -34,8 +35,8 @@ MAX_FEATURES = 200_000
 _CHUNK = 512  # query notes per similarity block: bounds the dense (chunk × train) score matrix
 
 
-class BaselineError(Exception):
-    """Bad inputs for a baseline prompt, with the file and the fix."""
+class BaselineError(UserError):
+    """Bad inputs for a baseline prompt, with the file and the fix (never a value's contents)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,11 @@ def read_split(data_dir: Path, split: str) -> Split:
     if not path.is_file():
         raise BaselineError(f"{path}: no prepared {split} split here; run `python -m data_tools.prepare` first or "
                             f"point --data at a variant folder (it holds examples/{split}.parquet)")
-    frame = pd.read_parquet(path, columns=["id", "subject_id", "text", "codes"])
+    try:
+        frame = pd.read_parquet(path, columns=["id", "subject_id", "text", "codes"])
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types; their text is not reported
+        raise BaselineError(f"{path}: cannot read the prepared {split} split ({type(exc).__name__}). Fix: re-run "
+                            "data_tools.prepare for this folder") from None
     return Split([str(i) for i in frame["id"]],
                  [None if s is None or (isinstance(s, float) and np.isnan(s)) else str(s) for s in frame["subject_id"]],
                  frame["text"].tolist(), [[str(c) for c in cs] for cs in frame["codes"]])
@@ -68,9 +73,9 @@ def prompt_spec(data_dir: Path) -> prompts.PromptSpec:
     try:
         stats = json.loads(path.read_text(encoding="utf-8"))
         return prompts.PromptSpec(stats["code_system"], stats["label_scope"], stats.get("corpus"))
-    except (OSError, ValueError, KeyError) as exc:
-        raise BaselineError(f"{path}: cannot read the variant's code system and label scope ({exc}); "
-                            "re-run data_tools.prepare for this folder") from exc
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise BaselineError(f"{path}: cannot read the variant's code system and label scope "
+                            f"({type(exc).__name__}). Fix: re-run data_tools.prepare for this folder") from None
 
 
 def default_budget(data_dir: Path) -> int:

@@ -13,11 +13,11 @@ Response text is never printed, logged or written (it may echo the note).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import sys
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +25,21 @@ from typing import Any
 
 from tqdm import tqdm
 
+from data_tools.cli import exit_with, run_tool
+from llm4icd_plugins import atomic
+from llm4icd_plugins.errors import UserError, describe, user_error
 from llm4icd_plugins.metrics import (DEFAULT_BUCKET_EDGES, assign_buckets, bootstrap_ci, bucket_metrics, bucket_names,
                                       corpus_metrics)
 from llm4icd_plugins.normalize import canonicalize
-from llm4icd_plugins.parsing import ParseResult, parse_codes, parse_response
+from llm4icd_plugins.parsing import ParseResult, predicted_codes
 
 RECORD_EXAMPLE = '{"id": "123", "gold": ["401.9", "428.0"], "pred": ["401.9"]}'
+OUTPUT_NAMES = ("metrics.json", "per_code.csv", "summary.md", "buckets.csv", "f1_vs_frequency.png", "buckets.png",
+                "comparison.md", "comparison.csv")
 
 
-class EvaluationError(ValueError):
-    """Bad input; the message names the file, the line and the fix."""
+class EvaluationError(UserError):
+    """Bad input; the message names the file, the line and the fix (never a value's contents)."""
 
 
 @dataclass
@@ -76,19 +81,12 @@ class Counts:
         self.n_pred_unknown += parsed.n_unknown - rescued
         self.n_pred_rescued += rescued
         self.n_pred_duplicates += parsed.n_duplicates
-        self.n_pred_codes += len(parsed.codes) + parsed.n_unknown  # well-formed, deduplicated, known or not
+        self.n_pred_codes += len(parsed.codes) + parsed.n_unknown + parsed.n_off_label  # well-formed, deduplicated
         self.n_docs_hallucinating += parsed.n_unknown - rescued > 0
 
 
 def _fail(path: Path, line: int | None, problem: str, fix: str) -> EvaluationError:
-    where = f"{path}" if line is None else f"{path}, line {line}"
-    return EvaluationError(f"{where}: {problem}. Fix: {fix}")
-
-
-def _short(value: Any) -> str:
-    """A value for an error message, cut short: a bad field could hold note text."""
-    text = repr(value)
-    return text if len(text) <= 24 else text[:20] + "...'"
+    return user_error(path, problem, fix, line=line, cls=EvaluationError)
 
 
 def _gold_codes(value: Any, path: Path, line: int, code_system: Any, counts: Counts) -> list[str]:
@@ -96,10 +94,10 @@ def _gold_codes(value: Any, path: Path, line: int, code_system: Any, counts: Cou
         raise _fail(path, line, f'"gold" is {type(value).__name__}, not a list',
                     f'write the gold codes as a JSON list of strings, e.g. {RECORD_EXAMPLE}')
     codes: dict[str, None] = {}
-    for item in value:
+    for position, item in enumerate(value, start=1):
         code = canonicalize(item) if isinstance(item, str) else None
         if code is None:
-            raise _fail(path, line, f"gold code {_short(item)} is not an ICD code",
+            raise _fail(path, line, f"gold code {position} of the list ({describe(item)}) is not an ICD code",
                         "correct or remove it in the file that produced the gold labels")
         if code_system is not None:
             resolved = code_system.resolve(code)
@@ -138,6 +136,9 @@ def _record(path: Path, number: int, text: str, code_system: Any, counts: Counts
     except json.JSONDecodeError as exc:  # the message gives a position only, never the content
         raise _fail(path, number, f"not valid JSON ({exc.msg} at column {exc.colno})",
                     f"write one JSON object per line, e.g. {RECORD_EXAMPLE}") from None
+    except RecursionError:
+        raise _fail(path, number, "JSON nested too deeply to read",
+                    f"write one flat JSON object per line, e.g. {RECORD_EXAMPLE}") from None
     if not isinstance(obj, dict):
         raise _fail(path, number, f"a JSON {type(obj).__name__}, not an object",
                     f"write one JSON object per line, e.g. {RECORD_EXAMPLE}")
@@ -148,7 +149,7 @@ def _record(path: Path, number: int, text: str, code_system: Any, counts: Counts
         raise _fail(path, number, f'"id" is {type(obj["id"]).__name__}', "use a string or integer id")
     doc_id = str(obj["id"])
     if doc_id in seen:
-        raise _fail(path, number, f"id {doc_id!r} already used on line {seen[doc_id]}",
+        raise _fail(path, number, f"the id is already used on line {seen[doc_id]}",
                     "give every document one line (were two prediction files concatenated?)")
     seen[doc_id] = number
     gold = _gold_codes(obj["gold"], path, number, code_system, counts)
@@ -169,25 +170,20 @@ def _record(path: Path, number: int, text: str, code_system: Any, counts: Counts
 
 
 def score(records: Sequence[Record], code_system: Any, label_space: Any, counts: Counts) -> dict[str, Any]:
-    """Parse the predictions and compute the metrics; unknown codes that are gold or in the label space count."""
+    """Parse the predictions (``parsing.predicted_codes``, the reward's rule) and compute the metrics."""
     return corpus_metrics(*parse_records(records, code_system, label_space, counts), label_space)
 
 
 def parse_records(records: Sequence[Record], code_system: Any, label_space: Any,
                   counts: Counts) -> tuple[list[list[str]], list[list[str]]]:
-    """Gold and predicted code lists per document; unknown predicted codes are kept when gold or in the label space."""
-    known = {c for r in records for c in r.gold}
-    if label_space is not None:
-        known.update(label_space.codes)
+    """Gold and predicted code lists per document: Ŷ by ``parsing.predicted_codes`` (the reward's rule), plus
+    the valid off-label codes, which ``corpus_metrics`` drops and counts (they enter the open-set scores)."""
     golds, preds = [], []
     for record in tqdm(records, desc="parsing", unit=" docs", disable=None):
-        if record.pred is not None:
-            parsed = parse_codes(record.pred, code_system)
-        else:
-            parsed = parse_response(record.response, code_system)
-        rescued = [c for c in parsed.unknown if c in known]
-        counts.add(parsed, len(rescued), record.pred is None)
-        pred = list(parsed.codes) + rescued
+        answer = record.pred if record.pred is not None else record.response
+        codes, parsed, rescued = predicted_codes(answer, set(record.gold), code_system, label_space)
+        counts.add(parsed, rescued, record.pred is None)
+        pred = list(codes) + list(parsed.off_label)
         counts.n_empty_gold += not record.gold
         counts.n_empty_pred += not pred
         golds.append(record.gold)
@@ -222,28 +218,27 @@ def render_summary(metrics: dict[str, Any]) -> str:
         f"- raw responses: {m['n_responses']}; without a closed <code> span: {m['n_no_span']}; "
         f"format not ok: {m['n_format_bad']}; documents with no prediction: {m['n_empty_pred']}",
     ]
+    cov = m.get("coverage")
+    if cov and cov["n_missing"]:
+        lines.append(f"- **partial evaluation**: {cov['n_predicted']} of {cov['n_split']} samples of "
+                     f"{cov['split_file']} predicted ({cov['n_missing']} missing)")
     return "\n".join(lines) + "\n" + render_report_extras(m)
 
 
 def _write_atomically(directory: Path, contents: dict[str, str | bytes]) -> None:
-    """Write every file to a temp file in ``directory`` first, then move them all into place."""
-    directory.mkdir(parents=True, exist_ok=True)
-    temps: list[tuple[Path, Path]] = []
-    try:
+    """Write every file to a temporary sibling first, then move them all into place (llm4icd_plugins.atomic)."""
+    with contextlib.ExitStack() as stack:
         for name, data in contents.items():
-            temp = directory / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-            temps.append((temp, directory / name))
-            if isinstance(data, bytes):
-                with open(temp, "xb") as fh:
-                    fh.write(data)
-            else:
-                with open(temp, "x", encoding="utf-8", newline="") as fh:
-                    fh.write(data)
-        for temp, final in temps:
-            os.replace(temp, final)
-    finally:
-        for temp, _ in temps:
-            temp.unlink(missing_ok=True)
+            temp = stack.enter_context(atomic.atomic_path(Path(directory) / name))
+            temp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+
+
+def _remove_stale(directory: Path, names) -> None:
+    """Temporaries an interrupted earlier run left in ``directory`` are removed, and named on stderr."""
+    removed = [p for name in names for p in atomic.remove_stale_temporaries(Path(directory) / name)]
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) of an interrupted earlier run: "
+              + ", ".join(p.name for p in removed), file=sys.stderr)
 
 
 def _sha256(path: Path) -> str:
@@ -276,8 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "files replaced")
     parser.add_argument("--data", type=Path, metavar="VARIANT_DIR",
                         help="prepared variant folder (data_tools.prepare): gives --code-system (from its "
-                             "label_space.json) and --train-frequencies (its training split). The label space stays "
+                             "label_space.json), --train-frequencies (its training split) and the ids of --split, "
+                             "which the predictions must cover. The label space stays "
                              "Edin's default unless --label-space is given")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+                        help="with --data: the split the predictions are for; they must cover its samples exactly "
+                             "(default test)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="with --data: score predictions that cover only part of the split (e.g. an infer run "
+                             "with --max-samples); the coverage is printed and recorded in metrics.json")
     parser.add_argument("--label-space", type=Path, metavar="FILE",
                         help="label-space JSON ({\"name\", \"code_system\", \"codes\"}); macro metrics average over "
                              "its codes and predictions outside it are dropped. Default: the codes with at least one "
@@ -324,11 +326,56 @@ def _label_space_and_system(data: Path | None, label_space_path: Path | None, co
     return label_space_path, code_system_name
 
 
+def split_ids(data: Path, split: str) -> tuple[Path, list[str]]:
+    """The sample ids of a prepared split (``<data>/examples/<split>.parquet``), in file order."""
+    import pandas as pd
+
+    path = Path(data) / "examples" / f"{split}.parquet"
+    try:
+        frame = pd.read_parquet(path, columns=["id"])
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types; the message names none of the contents
+        raise _fail(path, None, f"cannot read the ids of the {split} split ({type(exc).__name__})",
+                    "point --data at a folder written by data_tools.prepare, and --split at the predicted split") \
+            from None
+    return path, [str(i) for i in frame["id"]]
+
+
+def check_coverage(records: Sequence[Record], predictions: Path, split_file: Path, expected: Sequence[str],
+                   allow_partial: bool) -> dict[str, Any]:
+    """Predictions must be for the split's samples (always) and cover all of them (unless ``allow_partial``)."""
+    wanted = set(expected)
+    foreign = [r.line for r in records if r.doc_id not in wanted]
+    if foreign:
+        raise _fail(predictions, None, f"{len(foreign)} of {len(records)} ids are not samples of {split_file} "
+                    f"(first on line {foreign[0]})", "evaluate predictions of the same prepared variant, and pass "
+                    "--split for predictions on another split")
+    have = {r.doc_id for r in records}
+    missing = [row for row, i in enumerate(expected, start=1) if i not in have]
+    coverage = {"split_file": str(split_file), "n_split": len(expected), "n_predicted": len(records),
+                "n_missing": len(missing)}
+    if missing and not allow_partial:
+        raise _fail(predictions, None, f"{len(missing)} of {len(expected)} samples of {split_file} have no "
+                    f"prediction (first: row {missing[0]} of that file)", "finish the inference run (re-run the "
+                    "same data_tools.infer command: it resumes), or pass --allow-partial to score the covered "
+                    "samples only")
+    if missing:
+        print(f"WARNING: partial evaluation: the predictions cover {len(records)} of {len(expected)} samples of "
+              f"{split_file} ({len(missing)} missing); the metrics are over the covered samples only",
+              file=sys.stderr)
+    return coverage
+
+
 def evaluate(predictions: Path, output_dir: Path | None, label_space_path: Path | None = None,
              code_system_name: str | None = None, *, train_frequencies: dict[str, int] | None = None,
              bucket_edges: Sequence[int] = DEFAULT_BUCKET_EDGES, n_bootstrap: int = 1000, confidence: float = 0.95,
-             seed: int = 0, plots: bool = True) -> dict[str, Any]:
-    """Run the evaluation and write the outputs (unless ``output_dir`` is None); returns the metrics dict."""
+             seed: int = 0, plots: bool = True, expected_ids: tuple[Path, Sequence[str]] | None = None,
+             allow_partial: bool = False) -> dict[str, Any]:
+    """Run the evaluation and write the outputs (unless ``output_dir`` is None); returns the metrics dict.
+
+    ``expected_ids`` (split file, ids) makes the predictions' coverage of that split a checked condition.
+    """
+    if output_dir is not None:
+        _remove_stale(Path(output_dir), OUTPUT_NAMES)
     code_system = label_space = None
     if code_system_name is not None:
         from llm4icd_plugins.codes import load_code_system
@@ -340,12 +387,16 @@ def evaluate(predictions: Path, output_dir: Path | None, label_space_path: Path 
         try:
             label_space = load_label_space(label_space_path)
         except (OSError, ValueError) as exc:  # codes.py's message names the file and the fix
-            raise EvaluationError(f"--label-space: {exc}") from exc
+            raise EvaluationError(f"--label-space: {exc}. Fix: pass the label_space.json of a prepared variant "
+                                  "(or one written by LabelSpace.save)") from None
         if code_system_name is not None and label_space.system != code_system_name:
             raise _fail(label_space_path, None, f"label space is {label_space.system}, --code-system is "
                         f"{code_system_name}", "use the label space of the same code system")
     counts = Counts()
     records = read_records(predictions, code_system, counts)
+    coverage = None
+    if expected_ids is not None:
+        coverage = check_coverage(records, predictions, *expected_ids, allow_partial)
     golds, preds = parse_records(records, code_system, label_space, counts)
     result = corpus_metrics(golds, preds, label_space)
     per_code = result.pop("per_code")
@@ -371,6 +422,7 @@ def evaluate(predictions: Path, output_dir: Path | None, label_space_path: Path 
         "label_space": label_space.name if label_space is not None else "gold codes of the evaluated set",
         "label_space_file": str(label_space_path) if label_space_path else None,
         "code_system": code_system_name,
+        "coverage": coverage,
     }
     files: dict[str, str | bytes] = {}
     if train_frequencies is not None:
@@ -430,22 +482,20 @@ def _load_compare_metrics(path: Path, options: dict) -> dict[str, Any]:
             for key in ("micro_recall", "micro_precision", "micro_f1", "macro_recall", "macro_precision", "macro_f1"):
                 float(metrics[key])
             return metrics
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _fail(path, None, f"not a metrics.json of data_tools.evaluate ({type(exc).__name__}: {exc})",
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise _fail(path, None, f"not a metrics.json of data_tools.evaluate ({type(exc).__name__})",
                         "run `python -m data_tools.evaluate` first and pass its output folder") from None
     return evaluate(path, None, plots=False, **options)
 
 
 def compare(specs: Sequence[str], output_dir: Path, options: dict) -> str:
     """Evaluate or read every entry and write comparison.md / comparison.csv; returns the Markdown."""
-    from data_tools.reports import ReportError, comparison_markdown, comparison_table, parse_entry
+    from data_tools.reports import comparison_markdown, comparison_table, parse_entry
 
-    try:
-        entries = [parse_entry(spec) for spec in specs]
-        scored = [(m, b, s, _load_compare_metrics(p, options)) for m, b, s, p in entries]
-        table = comparison_table(scored)
-    except ReportError as exc:
-        raise EvaluationError(str(exc)) from exc
+    entries = [parse_entry(spec) for spec in specs]
+    _remove_stale(Path(output_dir), OUTPUT_NAMES)
+    scored = [(m, b, s, _load_compare_metrics(p, options)) for m, b, s, p in entries]
+    table = comparison_table(scored)
     markdown = comparison_markdown(table)
     _write_atomically(Path(output_dir), {"comparison.md": markdown,
                                          "comparison.csv": table.to_csv(index=False, float_format="%.2f")})
@@ -457,29 +507,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.predictions is None and not args.compare:
         parser.error("give --predictions PRED.jsonl (or --compare ENTRY ...)")
-    try:
-        from data_tools.reports import ReportError, load_frequencies
+    if args.compare and args.predictions is not None:
+        parser.error("--compare builds a table from its entries; leave out --predictions")
+    return run_tool(parser.prog, lambda: _main(args))
 
+
+def check_output_dir(path: Path, flag: str = "--output-dir") -> None:
+    """Refuse an output folder that is a file, or lies under a file or a read-only folder, before any work
+    (nothing is created here)."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise _fail(existing, None, "is a file, not a folder", f"give {flag} a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _fail(existing, None, "the folder is not writable", f"choose a writable {flag}")
+
+
+def _main(args: argparse.Namespace) -> int:
+    from data_tools.reports import load_frequencies
+
+    check_output_dir(args.output_dir)
+    try:
         edges = [int(e) for e in args.buckets.split(",") if e.strip()]
         bucket_names(edges)  # validates the edges
-        label_space_path, code_system = _label_space_and_system(args.data, args.label_space, args.code_system)
-        freq_source = args.train_frequencies or args.data
-        options = dict(label_space_path=label_space_path, code_system_name=code_system, bucket_edges=edges,
-                       n_bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed,
-                       train_frequencies=load_frequencies(freq_source) if freq_source else None)
-        if args.compare:
-            if args.predictions is not None:
-                parser.error("--compare builds a table from its entries; leave out --predictions")
-            print(compare(args.compare, args.output_dir, options), end="")
-            print(f"wrote {args.output_dir / 'comparison.md'} and comparison.csv")
-            return 0
-        metrics = evaluate(args.predictions, args.output_dir, plots=not args.no_plots, **options)
-    except (EvaluationError, ReportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # bucket edges, confidence, bootstrap settings
-        print(f"error: {exc}. Fix: check --buckets/--bootstrap/--confidence", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # the message names edges only
+        raise EvaluationError(f"--buckets {args.buckets}: {exc}. Fix: give descending integer edges, e.g. "
+                              "500,100,10") from None
+    if not 0 < args.confidence < 1 or args.bootstrap < 0:
+        raise EvaluationError("--confidence must be in (0, 1) and --bootstrap >= 0. Fix: e.g. --confidence 0.95 "
+                              "--bootstrap 1000")
+    label_space_path, code_system = _label_space_and_system(args.data, args.label_space, args.code_system)
+    freq_source = args.train_frequencies or args.data
+    options = dict(label_space_path=label_space_path, code_system_name=code_system, bucket_edges=edges,
+                   n_bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed,
+                   train_frequencies=load_frequencies(freq_source) if freq_source else None,
+                   expected_ids=split_ids(args.data, args.split) if args.data is not None else None,
+                   allow_partial=args.allow_partial)
+    if args.compare:
+        print(compare(args.compare, args.output_dir, options), end="")
+        print(f"wrote {args.output_dir / 'comparison.md'} and comparison.csv")
+        return 0
+    metrics = evaluate(args.predictions, args.output_dir, plots=not args.no_plots, **options)
     print(metrics["summary"], end="")
     print(f"wrote {args.output_dir / 'metrics.json'}, per_code.csv and summary.md"
           + (", buckets.csv and plots" if "buckets" in metrics else ""))
@@ -487,4 +557,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

@@ -11,23 +11,34 @@ budget) or a prompting baseline of paper Appendix D (``--prompt zero_shot`` etc.
 setting match training (the model's template; ``enable_thinking`` from the variant's ``stats.json`` unless
 given). Greedy by default. Runs on GPUs and, through vLLM's CPU build, on a CPU (``--enforce-eager`` starts
 faster there; tests and the embedded default use the same tool). Note and response text is never printed.
+
+Each output ``X.jsonl`` has a run record ``X.jsonl.meta.json``: the model and adapter (paths and content
+fingerprints), split, prompt kind, decoding settings and the data files' hashes. A re-run appends to the
+output only when its record is the same; otherwise it refuses (``--overwrite`` starts the output again).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_tools.cli import exit_with, run_tool
+from llm4icd_plugins import atomic
+from llm4icd_plugins.errors import UserError
+
 PROMPT_KINDS = ("train", "zero_shot", "few_shot", "zero_shot_cot", "few_shot_cot")
+RECORD_VERSION = 1
+WHOLE_FILE_LIMIT = 64 << 20  # larger files (weight shards) are fingerprinted by size and three 1 MiB samples
+SAMPLE = 1 << 20
 
 
-class InferError(Exception):
+class InferError(UserError):
     """A problem with the inputs of an inference run, with what to do about it."""
 
 
@@ -81,26 +92,109 @@ def finished_ids(path: Path) -> set[str]:
     for number, line in enumerate(keep.splitlines(), 1):
         try:
             ids.add(str(json.loads(line)["id"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise InferError(f"{path}: line {number} is not a prediction record ({exc}); "
-                             "move the file away or pass another --output") from None
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # the type only: a line may echo a note
+            raise InferError(f"{path}: line {number} is not a prediction record ({type(exc).__name__}). Fix: pass "
+                             "--overwrite to start this output again, or another --output") from None
     if len(keep) != len(data):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(keep)
-        os.replace(tmp, path)
+        atomic.write_bytes(path, keep)
     return ids
 
 
-def _check_same_run(path: Path, name: str, prompt_kind: str) -> None:
-    """Refuse to append to a file that holds another model's or another prompt's predictions."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, encoding="utf-8") as fh:
-        first = json.loads(fh.readline())
-    found = (first.get("model"), first.get("prompt_kind", "train"))
-    if found != (name, prompt_kind):
-        raise InferError(f"{path}: holds predictions of model {found[0]!r} with prompt {found[1]!r}, not {name!r} "
-                         f"with {prompt_kind!r}; resuming would mix runs. Pass another --output/--output-dir")
+def meta_path(out: Path) -> Path:
+    """The run record of an output file: ``<out>.meta.json``."""
+    return out.with_name(out.name + ".meta.json")
+
+
+def fingerprint(path: Path) -> str:
+    """sha256 over a file's or folder's files (relative name, size, content); a file over 64 MiB contributes
+    its first, middle and last MiB, so a multi-GB model is told apart from another in seconds."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(path).parts))
+    digest = hashlib.sha256()
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path) if file != path else file.name}\0{size}\0".encode())
+        with open(file, "rb") as fh:
+            if size <= WHOLE_FILE_LIMIT:
+                for block in iter(lambda: fh.read(SAMPLE), b""):
+                    digest.update(block)
+            else:
+                for offset in (0, size // 2, size - SAMPLE):
+                    fh.seek(offset)
+                    digest.update(fh.read(SAMPLE))
+    return digest.hexdigest()
+
+
+def data_files(data_dir: Path, split: str, prompt_kind: str) -> list[Path]:
+    """The prepared files the prompts of a run are built from (their hashes go into the run record)."""
+    if prompt_kind == "train":
+        files = [data_dir / "verl" / f"{split}.parquet"]
+    else:
+        files = [data_dir / "examples" / f"{split}.parquet", data_dir / "stats.json"]
+        if prompt_kind.startswith("few_shot") and split != "train":
+            files.append(data_dir / "examples" / "train.parquet")
+    for file in files:
+        if not file.is_file():
+            raise InferError(f"{file}: no such file; run `python -m data_tools.prepare` first or point --data at a "
+                             f"variant folder (it holds verl/{split}.parquet and examples/{split}.parquet)")
+    return files
+
+
+def run_record(model: Path, adapter: Path | None, split: str, prompt_kind: str, files: Sequence[Path],
+               decoding: dict, *, model_sha256: str | None = None, data_sha256: dict | None = None) -> dict:
+    """What defines a run's outputs; a resume must match it exactly (fingerprints computed unless given)."""
+    return {"version": RECORD_VERSION, "model": str(Path(model).resolve()),
+            "model_sha256": model_sha256 or fingerprint(model),
+            "adapter": str(Path(adapter).resolve()) if adapter is not None else None,
+            "adapter_sha256": fingerprint(adapter) if adapter is not None else None,
+            "split": split, "prompt": prompt_kind,
+            "data_sha256": data_sha256 or {str(Path(f).resolve()): fingerprint(f) for f in files},
+            "decoding": dict(decoding)}
+
+
+def _differences(saved: dict, record: dict) -> list[str]:
+    keys = dict.fromkeys([*record, *saved])
+    out = []
+    for key in keys:
+        a, b = saved.get(key), record.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key == "decoding":
+            out += [f"decoding.{k}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(key)
+    return out
+
+
+def plan_resume(out: Path, record: dict, overwrite: bool = False) -> set[str]:
+    """Decide how a run writes ``out``: the ids already done when the file holds this same run, nothing when
+    it is new or ``overwrite`` (the old file is removed); ``InferError`` with the fix when it holds another
+    run. Afterwards the run record beside ``out`` is this run's."""
+    out = Path(out)
+    meta = meta_path(out)
+    for final in (out, meta):
+        atomic.remove_stale_temporaries(final)
+    out.with_name(out.name + ".tmp").unlink(missing_ok=True)  # an earlier version's temporary
+    if overwrite:
+        out.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+    done: set[str] = set()
+    if out.exists() and out.stat().st_size > 0:
+        fix = "pass --overwrite to start this output again, or choose another --output/--output-dir"
+        try:
+            saved = json.loads(meta.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InferError(f"{out}: holds predictions but no run record ({meta.name}), so resuming could mix "
+                             f"runs. Fix: {fix}") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise InferError(f"{meta}: unreadable run record ({type(exc).__name__}). Fix: {fix}") from None
+        diff = _differences(saved if isinstance(saved, dict) else {}, record)
+        if diff:
+            raise InferError(f"{out}: holds predictions of another run ({', '.join(diff)} differ; see {meta.name}), "
+                             f"and appending would mix the two. Fix: {fix}")
+        done = finished_ids(out)
+    else:  # nothing written yet: whatever record is there describes no output
+        atomic.write_text(meta, json.dumps(record, indent=2) + "\n")
+    return done
 
 
 def _parse_lora(specs: Sequence[str]) -> list[tuple[str, Path]]:
@@ -158,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256,
                    help="samples per engine call; results are appended after each (an interruption loses one)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the output(s) again instead of resuming (needed when they hold another run)")
     return p
 
 
@@ -180,18 +276,14 @@ def run(args: argparse.Namespace) -> list[dict]:
     runs = _outputs(args, adapters)
     if not (args.model / "config.json").is_file():
         raise InferError(f"--model {args.model}: no config.json there (a Hugging Face model folder is expected)")
+    kwargs, budget = _prompt_settings(args)
+    # Every output is checked against its run record before anything heavy is loaded.
+    done = {out: plan_resume(out, record, args.overwrite) for out, record in run_records(args, runs).items()}
     if not _has_gpu():  # vLLM's CPU build would otherwise reserve most of the RAM for its KV cache
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    kwargs = _training_template_kwargs(args.data) if args.enable_thinking is None else {
-        "enable_thinking": args.enable_thinking}
-    budget = args.prompt_budget
-    if budget is None and args.prompt != "train" and args.max_model_len:  # leave room for the answer
-        from data_tools.baselines import default_budget
-
-        budget = min(default_budget(args.data), args.max_model_len - args.max_new_tokens)
     requests = load_requests(args.data, args.split, args.prompt, tokenizer=tokenizer,
                              chat_template_kwargs=kwargs, max_samples=args.max_samples,
                              prompt_budget=budget)
@@ -214,8 +306,33 @@ def run(args: argparse.Namespace) -> list[dict]:
     for number, (name, out_path, adapter) in enumerate(runs, 1):
         lora = LoRARequest(name, number, str(adapter)) if adapter is not None else None
         summaries.append(_generate(llm, tokenizer, sampling, lora, requests, out_path, name, kwargs,
-                                   args.batch_size, code_system))
+                                   args.batch_size, code_system, done[out_path]))
     return summaries
+
+
+def _prompt_settings(args: argparse.Namespace) -> tuple[dict, int | None]:
+    """Chat-template settings and the baselines' prompt budget, as the run will use them."""
+    kwargs = _training_template_kwargs(args.data) if args.enable_thinking is None else {
+        "enable_thinking": args.enable_thinking}
+    budget = args.prompt_budget
+    if budget is None and args.prompt != "train" and args.max_model_len:  # leave room for the answer
+        from data_tools.baselines import default_budget
+
+        budget = min(default_budget(args.data), args.max_model_len - args.max_new_tokens)
+    return kwargs, budget
+
+
+def run_records(args: argparse.Namespace, runs=None) -> dict[Path, dict]:
+    """The run record of every output of this command line (see ``run_record``)."""
+    runs = runs if runs is not None else _outputs(args, _parse_lora(args.lora))
+    kwargs, budget = _prompt_settings(args)
+    files = data_files(args.data, args.split, args.prompt)
+    decoding = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                "seed": args.seed, "chat_template_kwargs": kwargs, "prompt_budget": budget, "dtype": args.dtype}
+    shared = dict(model_sha256=fingerprint(args.model),  # computed once for all adapters of the command
+                  data_sha256={str(Path(f).resolve()): fingerprint(f) for f in files})
+    return {out: run_record(args.model, adapter, args.split, args.prompt, files, decoding, **shared)
+            for _, out, adapter in runs}
 
 
 def _training_template_kwargs(data_dir: Path) -> dict:
@@ -246,14 +363,12 @@ def _code_system(data_dir: Path):
 
 
 def _generate(llm, tokenizer, sampling, lora, requests, out_path: Path, name: str, template_kwargs: dict,
-              batch_size: int, code_system) -> dict:
+              batch_size: int, code_system, done: set[str]) -> dict:
     from tqdm import tqdm
 
     from llm4icd_plugins.parsing import parse_response
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = finished_ids(out_path)
-    _check_same_run(out_path, name, requests[0].extra.get("prompt_kind", "train") if requests else "train")
     todo = [r for r in requests if r.id not in done]
     prompt_tokens = gen_tokens = 0
     start = time.perf_counter()
@@ -291,14 +406,14 @@ def _generate(llm, tokenizer, sampling, lora, requests, out_path: Path, name: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def body() -> None:
         run(args)
-    except InferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_tool(parser.prog, body)
 
 
 if __name__ == "__main__":  # vLLM spawns worker processes: the guard is required
-    sys.exit(main())
+    exit_with(main)

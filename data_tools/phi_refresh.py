@@ -8,7 +8,8 @@ pool is H = Y \\ Ŷ; each pooled code gets its training frequency and its recall
 predictions (the inputs of the hint priority). The output is the training parquet with a ``phi``
 column (``round``, ``pool``, ``pool_freq``, ``pool_recall``), read by ``llm4icd_plugins.verl_dataset``;
 a JSON summary (mastered rows, pool sizes) is written next to it. Both are written to temporary files
-in the output folder and renamed into place. Response text is never printed (it may echo the note).
+in the output folder and renamed into place, the parquet last (it marks the round file complete);
+temporaries of an interrupted earlier run are removed first. Response text is never printed.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,22 +26,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from data_tools.cli import exit_with, run_tool
+from llm4icd_plugins import atomic
+from llm4icd_plugins.errors import UserError, describe, user_error
 from llm4icd_plugins.hints import code_stats, hint_pools
 from llm4icd_plugins.normalize import canonicalize
-from llm4icd_plugins.parsing import parse_codes, parse_response
+from llm4icd_plugins import parsing
 
 PHI_TYPE = pa.struct([("round", pa.int64()), ("pool", pa.list_(pa.string())),
                       ("pool_freq", pa.list_(pa.int64())), ("pool_recall", pa.list_(pa.float64()))])
 RECORD_EXAMPLE = '{"id": "104623", "response": "<code>401.9, 486</code>"}  or  {"id": "104623", "pred": ["401.9"]}'
 
 
-class RefreshError(ValueError):
-    """Bad input: the message names the file, the line or row, and the fix."""
+class RefreshError(UserError):
+    """Bad input: the message names the file, the line or row, and the fix (never a value's contents)."""
 
 
-def _fail(path, problem: str, fix: str, line: int | None = None) -> RefreshError:
-    where = f"{path}" + (f", line {line}" if line is not None else "")
-    return RefreshError(f"{where}: {problem}. Fix: {fix}")
+def _fail(path, problem: str, fix: str, line: int | None = None, row: int | None = None) -> RefreshError:
+    return user_error(path, problem, fix, line=line, row=row, cls=RefreshError)
 
 
 def summary_path(out: Path) -> Path:
@@ -55,8 +56,8 @@ def read_train(path: Path):
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
-        raise _fail(path, f"cannot read the parquet file ({exc})",
-                    "pass <variant>/verl/train.parquet written by data_tools.prepare") from exc
+        raise _fail(path, f"cannot read the parquet file ({type(exc).__name__})",
+                    "pass <variant>/verl/train.parquet written by data_tools.prepare") from None
     for column in ("reward_model", "extra_info", "prompt"):
         if column not in table.column_names:
             raise _fail(path, f"no '{column}' column", "pass <variant>/verl/train.parquet written by data_tools.prepare")
@@ -67,18 +68,24 @@ def read_train(path: Path):
     ids, systems = [], set()
     for row, info in enumerate(extra):
         info = info or {}
-        if info.get("split") != "train":
-            raise _fail(path, f"row {row} is from split {info.get('split')!r}",
-                        "PHI pools are for the training split only: pass <variant>/verl/train.parquet")
+        split = info.get("split")
+        if split != "train":
+            shown = repr(split) if split in ("val", "test", "dev") else describe(split)
+            raise _fail(path, f"extra_info.split is {shown}", "PHI pools are for the training split only: pass "
+                        "<variant>/verl/train.parquet", row=row + 1)
         if info.get("sample_id") in (None, ""):
-            raise _fail(path, f"row {row} has no extra_info.sample_id", "rebuild the data with data_tools.prepare")
+            raise _fail(path, "no extra_info.sample_id", "rebuild the data with data_tools.prepare", row=row + 1)
         ids.append(str(info["sample_id"]))
         systems.add(info.get("code_system"))
-    dup = [i for i, n in Counter(ids).items() if n > 1]
-    if dup:
-        raise _fail(path, f"sample_id {dup[0]} appears {Counter(ids)[dup[0]]} times", "rebuild the data with data_tools.prepare")
-    if len(systems) != 1 or None in systems:
-        raise _fail(path, f"extra_info.code_system is {sorted(map(str, systems))}", "use one prepared variant per file")
+    first_row: dict[str, int] = {}
+    for row, sample_id in enumerate(ids, start=1):
+        if sample_id in first_row:
+            raise _fail(path, f"extra_info.sample_id repeats that of row {first_row[sample_id]}",
+                        "rebuild the data with data_tools.prepare", row=row)
+        first_row[sample_id] = row
+    if len(systems) != 1 or None in systems or not systems <= {"icd9", "icd10"}:
+        raise _fail(path, f"extra_info.code_system takes {len(systems)} value(s), not one of icd9/icd10",
+                    "use one prepared variant per file")
     return table, ids, gold, systems.pop()
 
 
@@ -86,11 +93,16 @@ def read_predictions(path: Path) -> dict[str, tuple[int, dict]]:
     """``id`` → (line, record) for every JSONL line; a bad line is an error naming it."""
     records: dict[str, tuple[int, dict]] = {}
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")  # decoded line by line, so a bad byte is reported on its own line
     except OSError as exc:
-        raise _fail(path, f"cannot open the predictions file ({exc.strerror})", "check --predictions") from exc
+        raise _fail(path, f"cannot open the predictions file ({exc.strerror})", "check --predictions") from None
     with handle:
-        for line_no, line in enumerate(tqdm(handle, desc="reading predictions", unit="line", leave=False), start=1):
+        for line_no, raw in enumerate(tqdm(handle, desc="reading predictions", unit="line", leave=False), start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise _fail(path, f"not UTF-8 text ({exc.reason})", "write the predictions as UTF-8 JSONL",
+                            line_no) from None
             if not line.strip():
                 continue
             try:
@@ -98,11 +110,18 @@ def read_predictions(path: Path) -> dict[str, tuple[int, dict]]:
             except json.JSONDecodeError as exc:
                 raise _fail(path, f"not a JSON object ({exc.msg})", f"write one object per line, e.g. {RECORD_EXAMPLE}",
                             line_no) from None
+            except RecursionError:
+                raise _fail(path, "JSON nested too deeply to read", f"write one flat object per line, e.g. "
+                            f"{RECORD_EXAMPLE}", line_no) from None
             if not isinstance(record, dict) or record.get("id") in (None, ""):
                 raise _fail(path, 'no "id"', f"give every line the sample id, e.g. {RECORD_EXAMPLE}", line_no)
+            if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
+                raise _fail(path, f'"id" is {describe(record["id"])}', "give the sample id as a string or integer",
+                            line_no)
             key = str(record["id"])
             if key in records:
-                raise _fail(path, f"id {key} also on line {records[key][0]}", "keep one prediction per sample", line_no)
+                raise _fail(path, f"the id is also on line {records[key][0]}", "keep one prediction per sample",
+                            line_no)
             if not isinstance(record.get("pred"), list) and not isinstance(record.get("response"), str):
                 raise _fail(path, 'neither a "pred" list nor a "response" string',
                             f"write the inference tool's output, e.g. {RECORD_EXAMPLE}", line_no)
@@ -111,16 +130,10 @@ def read_predictions(path: Path) -> dict[str, tuple[int, dict]]:
 
 
 def predicted_codes(record: dict, gold: Sequence[str], system) -> set[str]:
-    """Ŷ of one record, in the gold's canonical forms: a code unknown to the current tables (MIMIC-III's
-    retired codes) still matches a gold code written the same way; undotted forms are resolved."""
-    parsed = parse_codes(record["pred"]) if isinstance(record.get("pred"), list) else parse_response(record["response"])
-    gold_set = set(gold)
-    out = set()
-    for code in parsed.codes:
-        if code not in gold_set:
-            code = system.resolve(code) or code
-        out.add(code)
-    return out
+    """Ŷ of one record by the reward's rule (``parsing.predicted_codes``): the raw response is re-parsed when
+    present (a ``pred`` list may already be filtered through the tables, losing retired gold codes)."""
+    answer = record["response"] if isinstance(record.get("response"), str) else record["pred"]
+    return set(parsing.predicted_codes(answer, set(gold), system).codes)
 
 
 def refresh(train: Path, predictions: Path, out: Path, round_index: int, *, overwrite: bool = False) -> dict:
@@ -128,30 +141,35 @@ def refresh(train: Path, predictions: Path, out: Path, round_index: int, *, over
     from llm4icd_plugins.codes import load_code_system
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise _fail(out, "already exists", "pass --overwrite, or another --out")
+    _check_out(out, overwrite)
     if round_index < 0:
-        raise RefreshError(f"--round {round_index}: must be >= 0")
+        raise RefreshError(f"--round {round_index}: must be >= 0. Fix: pass the index of the round (1 or more)")
+    removed = remove_stale(out)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) of an interrupted earlier run: "
+              + ", ".join(p.name for p in removed))
     table, ids, raw_gold, system_name = read_train(Path(train))
     system = load_code_system(system_name)
-    gold = [list(dict.fromkeys(c for c in map(canonicalize, g) if c)) for g in raw_gold]
+    gold = [list(dict.fromkeys(system.resolve(c) or c for c in map(canonicalize, g) if c)) for g in raw_gold]
     records = read_predictions(Path(predictions))
-    missing = [i for i in ids if i not in records]
+    missing = [row for row, i in enumerate(ids, start=1) if i not in records]
     if missing:
         raise _fail(predictions, f"{len(missing)} of {len(ids)} training samples have no prediction "
-                    f"(first ids: {', '.join(missing[:5])})",
+                    f"(first: row {missing[0]} of {train})",
                     "run hint-free inference on the whole training split of this variant")
-    extra = sorted(set(records) - set(ids))
+    known = set(ids)
+    extra = sorted(line for key, (line, _) in records.items() if key not in known)
     if extra:
-        raise _fail(predictions, f"{len(extra)} ids are not training samples of {train} (first: {', '.join(extra[:5])})",
+        raise _fail(predictions, f"{len(extra)} ids are not training samples of {train} (first on line {extra[0]})",
                     "pass predictions on the training split of the same variant")
     preds = []
-    for sample_id, g in zip(ids, gold):
+    for row, (sample_id, g) in enumerate(zip(ids, gold), start=1):
         line, record = records[sample_id]
         if isinstance(record.get("gold"), list):
-            theirs = {c for c in map(canonicalize, (x for x in record["gold"] if isinstance(x, str))) if c}
+            strings = (x for x in record["gold"] if isinstance(x, str))
+            theirs = {system.resolve(c) or c for c in map(canonicalize, strings) if c}
             if theirs != set(g):
-                raise _fail(predictions, f"gold codes of sample {sample_id} differ from {train}",
+                raise _fail(predictions, f"the gold codes differ from those of row {row} of {train}",
                             "pass predictions made on the same prepared variant", line)
         preds.append(predicted_codes(record, g, system))
     pools = hint_pools(gold, preds)
@@ -160,10 +178,36 @@ def refresh(train: Path, predictions: Path, out: Path, round_index: int, *, over
             "pool_recall": [float(recall[c]) for c in pool]} for pool in pools]
     table = table.append_column(pa.field("phi", PHI_TYPE), pa.array(phi, type=PHI_TYPE))
     summary = _summary(pools, gold, preds, freq, round_index, train, predictions)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(out, lambda p: pq.write_table(table, p))
-    _atomic(summary_path(out), lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8"))
+    atomic.write_text(summary_path(out), json.dumps(summary, indent=2) + "\n")
+    atomic.write_with(out, lambda p: pq.write_table(table, p))  # last: the parquet marks the round file complete
     return summary
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output that exists (without --overwrite), is a folder, or cannot be written, before any work."""
+    if out.is_dir():
+        raise _fail(out, "is a folder", "give --out a file path, e.g. round_1/train.parquet")
+    if out.exists() and not overwrite:
+        raise _fail(out, "already exists", "pass --overwrite, or another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(out.parent, f"cannot create the output folder ({exc.strerror})", "choose a writable --out") \
+            from None
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK | os.X_OK):
+        raise _fail(out.parent, "the output folder is not writable", "choose a writable --out")
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Temporaries of an interrupted earlier refresh beside ``out`` (they hold prompts), removed; also those
+    of the earlier naming ``.<name>.<random>.tmp``."""
+    removed = [p for final in (out, summary_path(out)) for p in atomic.remove_stale_temporaries(final)]
+    for final in (out, summary_path(out)):
+        legacy = [p for p in out.parent.glob(f".{final.name}.*.tmp") if p.is_file()]
+        for path in legacy:
+            path.unlink(missing_ok=True)
+        removed += legacy
+    return removed
 
 
 def _summary(pools, gold, preds, freq, round_index, train, predictions) -> dict:
@@ -186,18 +230,6 @@ def _summary(pools, gold, preds, freq, round_index, train, predictions) -> dict:
     }
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, renamed into place only when complete."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_tools.phi_refresh", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -216,18 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        s = refresh(args.train, args.predictions, args.out, args.round_index, overwrite=args.overwrite)
-    except RefreshError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_tool(parser.prog, lambda: _report(args, refresh(args.train, args.predictions, args.out,
+                                                               args.round_index, overwrite=args.overwrite)))
+
+
+def _report(args: argparse.Namespace, s: dict) -> None:
     print(f"{args.out}: round {s['round']}, {s['rows']} training rows; {s['mastered_rows']} mastered (empty pool, "
           f"skipped), {s['rows_with_hints']} with hints; pool size mean {s['pool_size']['mean_nonempty']:.2f} "
           f"(non-empty), max {s['pool_size']['max']}; {s['pooled_codes']} distinct codes pooled; "
           f"training micro-recall {s['train_micro_recall']:.4f}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

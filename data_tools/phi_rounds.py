@@ -4,7 +4,7 @@ round one GRPO epoch, adapter export, hint-free inference on the training split 
     python -m data_tools.phi_rounds --run-dir runs/phi --train data/prepared/mimic3_full/verl/train.parquet \\
         --rounds 3 --train-cmd '...' --export-cmd '...' --infer-cmd '...'
 
-The three commands are shell templates (recipes/phi.sh fills them for verl + vLLM on GPUs) with
+The three commands are shell templates (recipes/launch.py phi fills them for verl + vLLM on GPUs) with
 ``{placeholders}``, each value shell-quoted:
   train:  {round} {train_file} {ckpt_dir} {prev_adapter} (empty in round 1: start from the SFT model)
   export: {round} {actor_dir} (global_step_N/actor of the round's last checkpoint) {export_dir}
@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data_tools import phi_refresh
+from llm4icd_plugins import atomic
+from llm4icd_plugins.errors import UserError
 
 PLACEHOLDERS = {
     "train": {"round", "train_file", "ckpt_dir", "prev_adapter"},
@@ -40,7 +42,7 @@ PLACEHOLDERS = {
 ADAPTER_SUBDIR = "lora_adapter"
 
 
-class RoundsError(RuntimeError):
+class RoundsError(UserError):
     """A step failed or the inputs are inconsistent; the message says what to do."""
 
 
@@ -101,18 +103,46 @@ class Rounds:
 
     # --- steps ----------------------------------------------------------------------------------------
 
+    def _coverage_problem(self, predictions: Path) -> str | None:
+        """Why a predictions file cannot seed the pools (unreadable, or not exactly the training samples)."""
+        if not hasattr(self, "_train_ids"):
+            self._train_ids = set(phi_refresh.read_train(self.train)[1])
+        try:
+            found = set(phi_refresh.read_predictions(predictions))
+        except phi_refresh.RefreshError as exc:
+            return f"its predictions file is unusable ({exc})"
+        missing, foreign = len(self._train_ids - found), len(found - self._train_ids)
+        if missing or foreign:
+            return (f"{predictions} holds predictions for {len(found) - foreign} of {len(self._train_ids)} training "
+                    f"samples ({missing} missing, {foreign} not in {self.train})")
+        return None
+
     def infer(self, t: int, adapter: str) -> Path:
         final = self.round_dir(t) / "predictions.jsonl"
         if final.exists():
+            problem = self._coverage_problem(final)
+            if problem:  # committed by an earlier version of this tool, or edited since
+                raise RoundsError(f"round {t}: {problem}. Fix: delete {final} and re-run the same command line "
+                                  f"(round {t}'s inference runs again)")
             return final
         partial = final.with_name(final.name + ".partial")
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.unlink(missing_ok=True)
+        partial_meta = partial.with_name(partial.name + ".meta.json")  # data_tools.infer's run record
+        partial_meta.unlink(missing_ok=True)
         self._run("infer", {"round": t, "adapter": adapter, "predictions": partial})
         if not partial.is_file():
             raise RoundsError(f"round {t}: the infer command exited 0 but wrote no {partial}. Fix: make it write "
                               "the JSONL to the {predictions} path")
+        problem = self._coverage_problem(partial)
+        if problem:
+            partial.unlink(missing_ok=True)  # responses may echo notes: an unusable file is not kept
+            raise RoundsError(f"round {t}: the infer command exited 0 but {problem}; the file was deleted. Fix: "
+                              "find why inference stopped early (its output above) and re-run the same command "
+                              f"line: round {t}'s inference starts again, finished steps are kept")
         os.replace(partial, final)
+        if partial_meta.exists():
+            os.replace(partial_meta, final.with_name(final.name + ".meta.json"))
         return final
 
     def refresh(self, t: int, predictions: Path) -> dict:
@@ -134,7 +164,7 @@ class Rounds:
         self._run("train", {"round": t, "train_file": self.round_dir(t) / "train.parquet",
                             "ckpt_dir": self.round_dir(t) / "checkpoints", "prev_adapter": prev})
         self.actor_dir(t)  # the command must have left a checkpoint
-        done.write_text("ok\n", encoding="utf-8")
+        atomic.write_text(done, "ok\n")
 
     def actor_dir(self, t: int) -> Path:
         ckpt = self.round_dir(t) / "checkpoints"
@@ -180,9 +210,7 @@ class Rounds:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,13 +16,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llm4icd_plugins.errors import UserError
+
 TABLE_COLUMNS = (("micro", "recall", "R"), ("micro", "precision", "P"), ("micro", "f1", "F1"),
                  ("macro", "recall", "R"), ("macro", "precision", "P"), ("macro", "f1", "F1"))
 """Column order of the paper's Tables 1-2 within one label setting: Micro R/P/F1, Macro R/P/F1."""
 
 
-class ReportError(ValueError):
-    """Bad report input; the message names the file and the fix."""
+class ReportError(UserError):
+    """Bad report input; the message names the file and the fix (never a value's contents)."""
 
 
 # --- training frequencies -------------------------------------------------------------------------------
@@ -45,9 +47,10 @@ def load_frequencies(path: Path) -> dict[str, int]:
         frame = pd.read_parquet(path, columns=["codes"]) if path.suffix == ".parquet" else \
             pd.read_json(path, lines=True, dtype=False)
         return dict(Counter(str(c) for codes in frame["codes"] for c in set(codes)))
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise ReportError(f"{path}: cannot read training frequencies ({type(exc).__name__}: {exc}). Fix: give a "
-                          "table with a 'codes' list column or a JSON object {code: count}") from exc
+    except (ValueError, KeyError, TypeError, OSError, RecursionError, ImportError) as exc:
+        # The exception's own text may quote a cell (int('<text>')): only its type is reported.
+        raise ReportError(f"{path}: cannot read training frequencies ({type(exc).__name__}). Fix: give a "
+                          "table with a 'codes' list column or a JSON object {code: count}") from None
 
 
 # --- plots ------------------------------------------------------------------------------------------------

@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from data_tools.cli import exit_with, run_tool
+from llm4icd_plugins import atomic
+from llm4icd_plugins.errors import UserError, user_error
+
 GRID_POINTS = 100
 
 
-class ThresholdError(ValueError):
-    """Bad input; the message names the file and the fix."""
+class ThresholdError(UserError):
+    """Bad input; the message names the file and the fix (never a value's contents)."""
 
 
 @dataclass
@@ -43,8 +44,8 @@ class ProbMatrix:
     targets: np.ndarray | None = None
 
 
-def _fail(path, problem: str, fix: str) -> ThresholdError:
-    return ThresholdError(f"{path}: {problem}. Fix: {fix}")
+def _fail(path, problem: str, fix: str, row: int | None = None) -> ThresholdError:
+    return user_error(path, problem, fix, row=row, cls=ThresholdError)
 
 
 def load_matrix(path: Path) -> ProbMatrix:
@@ -75,9 +76,10 @@ def load_matrix(path: Path) -> ProbMatrix:
             raise _fail(path, f"unsupported file type {path.suffix!r}", "use .npz or .parquet")
     except ThresholdError:
         raise
-    except Exception as exc:  # numpy/pyarrow raise many types for unreadable files
-        raise _fail(path, f"cannot read the matrix ({type(exc).__name__}: {exc})",
-                    "check that the file is complete and of the documented layout") from exc
+    except Exception as exc:  # noqa: BLE001 - numpy/pyarrow raise many types for unreadable files
+        # Only the type: the text may quote a cell ("could not convert string to float: '<note>'").
+        raise _fail(path, f"cannot read the matrix ({type(exc).__name__})",
+                    "check that the file is complete, of the documented layout, with float probabilities") from None
     _check(matrix, path)
     return matrix
 
@@ -104,8 +106,8 @@ def target_matrix(m: ProbMatrix, gold: dict[str, list[str]], path) -> tuple[np.n
     outside = 0
     for i, doc in enumerate(m.ids):
         if doc not in gold:
-            raise _fail(path, f"document {doc!r} has no gold codes", "pass the gold of the same split (--data or "
-                        "--val-gold/--test-gold)")
+            raise _fail(path, f"the document of matrix row {i + 1} has no gold codes", "pass the gold of the same "
+                        "split (--data or --val-gold/--test-gold)")
         for code in gold[doc]:
             j = column.get(code)
             if j is None:
@@ -160,11 +162,20 @@ def _gold_from(path: Path, split: str) -> dict[str, list[str]]:
     if not path.is_file():
         raise _fail(path, "no such gold file", f"pass a prepared variant folder (examples/{split}.parquet) or a "
                     "table with id and codes")
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True, dtype=False)
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True, dtype=False)
+    except (ValueError, OSError, RecursionError) as exc:  # only the type: the text may quote a cell
+        raise _fail(path, f"cannot read the gold table ({type(exc).__name__})",
+                    "give a parquet or JSONL table with id and codes (a list of codes per row)") from None
     column = "codes" if "codes" in frame.columns else "gold"
     if "id" not in frame.columns or column not in frame.columns:
         raise _fail(path, "no id and codes columns", "give a table with id and codes (a list of codes per row)")
-    return {str(i): [str(c) for c in codes] for i, codes in zip(frame["id"], frame[column])}
+    gold = {}
+    for row, (i, codes) in enumerate(zip(frame["id"], frame[column]), start=1):
+        if isinstance(codes, (str, bytes)) or not hasattr(codes, "__iter__"):
+            raise _fail(path, "the codes are not a list", "give a list of code strings per row", row=row)
+        gold[str(i)] = [str(c) for c in codes]
+    return gold
 
 
 def _gold(m: ProbMatrix, source: Path | None, split: str, path: Path) -> tuple[dict[str, list[str]], np.ndarray, int]:
@@ -180,20 +191,12 @@ def _gold(m: ProbMatrix, source: Path | None, split: str, path: Path) -> tuple[d
     return gold, targets, 0
 
 
-def _write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def run(args: argparse.Namespace) -> dict:
     """Tune on validation, predict test, evaluate; returns the evaluation metrics with the threshold added."""
-    from data_tools.evaluate import _label_space_and_system, evaluate
+    from data_tools.evaluate import _label_space_and_system, check_output_dir, evaluate
     from data_tools.reports import load_frequencies
 
+    check_output_dir(args.output_dir)
     val, test = load_matrix(args.val), load_matrix(args.test)
     if val.codes != test.codes:
         raise _fail(args.test, "its code columns differ from the validation matrix's",
@@ -207,23 +210,25 @@ def run(args: argparse.Namespace) -> dict:
 
         try:
             load_label_space(label_space_path)
-        except (OSError, ValueError) as exc:
-            raise ThresholdError(f"--label-space: {exc}") from exc
+        except (OSError, ValueError) as exc:  # codes.py's message names the file and the fix
+            raise ThresholdError(f"--label-space: {exc}. Fix: pass the label_space.json of a prepared variant "
+                                 "(or one written by LabelSpace.save)") from None
     freq_source = args.train_frequencies or args.data
     frequencies = load_frequencies(freq_source) if freq_source else None
     threshold, val_f1, grid, curve = tune_threshold(val.probs, val_targets)
     preds = predict(test, threshold)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    for name in ("predictions_test.jsonl", "threshold.json"):
+        atomic.remove_stale_temporaries(out / name)
     lines = [json.dumps({"id": doc, "gold": test_gold[doc], "pred": pred}) for doc, pred in zip(test.ids, preds)]
     pred_path = out / "predictions_test.jsonl"
-    _write_text(pred_path, "\n".join(lines) + "\n")
+    atomic.write_text(pred_path, "\n".join(lines) + "\n")
     tuning = {"threshold": threshold, "val_micro_f1": val_f1, "rule": "prob > threshold, Edin et al. grid "
               f"linspace(0, 1, {GRID_POINTS}), first maximum of micro-F1 over the matrix columns",
               "val_matrix": str(args.val), "test_matrix": str(args.test), "n_codes": len(val.codes),
               "val_gold_codes_outside_columns": val_outside, "test_gold_codes_outside_columns": test_outside,
               "grid": [[round(float(t), 6), round(float(f), 6)] for t, f in zip(grid, curve)]}
-    _write_text(out / "threshold.json", json.dumps(tuning, indent=2) + "\n")
+    atomic.write_text(out / "threshold.json", json.dumps(tuning, indent=2) + "\n")
     metrics = evaluate(pred_path, out, label_space_path, code_system, train_frequencies=frequencies,
                        n_bootstrap=args.bootstrap, seed=args.seed, plots=not args.no_plots)
     metrics["threshold"], metrics["val_micro_f1"] = threshold, val_f1
@@ -253,20 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from data_tools.evaluate import EvaluationError
-    from data_tools.reports import ReportError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_tool(parser.prog, lambda: _report(run(args), args))
 
-    try:
-        metrics = run(args)
-    except (ThresholdError, EvaluationError, ReportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _report(metrics: dict, args: argparse.Namespace) -> None:
     print(f"threshold {metrics['threshold']:.4f} (validation micro-F1 {100 * metrics['val_micro_f1']:.2f})")
     print(metrics["summary"], end="")
     print(f"wrote {args.output_dir / 'threshold.json'}, predictions_test.jsonl and the evaluation files")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

@@ -49,6 +49,9 @@ def test_in_process_run_matches_corpus_metrics(tmp_path, capsys):
         assert metrics[key] == pytest.approx(expected[key]), key
     # Hand check: tp 3 (401.9, 250.00 in b, V58.61), fp 2 (250.00 in a, 428.0 in b), fn 3 → micro-F1 3/5.5
     assert metrics["micro_f1"] == pytest.approx(3 / 5.5)
+    # per code (P, R, F): 401.9 (1, 1, 1); 428.0 (0, 0, 0); 250.00 (1/2, 1, 2/3); V58.61 (1, 1/2, 2/3)
+    assert (metrics["macro_precision"], metrics["macro_recall"]) == pytest.approx((2.5 / 4, 2.5 / 4))
+    assert metrics["macro_f1"] == pytest.approx((1 + 0 + 2 / 3 + 2 / 3) / 4)
     assert (metrics["n_responses"], metrics["n_no_span"], metrics["n_format_bad"]) == (3, 1, 1)
     assert metrics["n_pred_malformed"] == 2 and metrics["n_empty_pred"] == 1
     per_code = pd.read_csv(out / "per_code.csv", dtype={"code": str})
@@ -75,6 +78,23 @@ def test_code_system_resolves_and_rescues(tmp_path):
     assert metrics["open_micro_precision"] == pytest.approx(3 / 5)  # 001.9 (cholera) twice, a real code
     per_code = pd.read_csv(out / "per_code.csv", dtype={"code": str}).set_index("code")
     assert "heart failure" in per_code.loc["428.0", "description"].lower()
+
+
+def test_unknown_codes_are_rescued_only_for_the_row_whose_gold_they_are(tmp_path):
+    # 000.0: code-shaped, unknown to the ICD-9 tables, gold of row 1 only. Predicted in row 2 it is an
+    # invalid code (excluded from Ŷ as the reward excludes it), not a false positive.
+    rows = [{"id": 1, "gold": ["401.9", "000.0"], "response": "<code>401.9, 000.0</code>"},
+            {"id": 2, "gold": ["428.0"], "response": "<code>428.0, 000.0</code>"}]
+    out = tmp_path / "out"
+    assert main(["--predictions", str(_write_jsonl(tmp_path / "p.jsonl", rows)), "--output-dir", str(out),
+                 "--code-system", "icd9"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["micro_precision"] == 1.0 and metrics["open_micro_precision"] == 1.0
+    assert metrics["n_pred_rescued"] == 1 and metrics["n_pred_unknown"] == 1
+    from llm4icd_plugins.reward import compute_score
+
+    rewards = [compute_score("d", r["response"], r["gold"], {"code_system": "icd9"})["score"] for r in rows]
+    assert rewards == [1.0, 1.0] and metrics["mean_sample_f1"] == 1.0
 
 
 def test_label_space_drops_and_counts(tmp_path):
@@ -159,3 +179,94 @@ def test_subprocess_help_and_run(tmp_path):
     failed = subprocess.run([sys.executable, "-m", "data_tools.evaluate", "--predictions", str(tmp_path / "nope"),
                              "--output-dir", str(tmp_path / "out2")], capture_output=True, text=True, env=env)
     assert failed.returncode == 2 and "nope" in failed.stderr and "Traceback" not in failed.stderr
+
+
+# --- coverage of the split (--data), deep nesting, stale temporaries --------------------------------------
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory):
+    from data_tools import prepare
+    from data_tools.synth import generate_mimic3
+
+    base = tmp_path_factory.mktemp("evaluate")
+    raw = generate_mimic3(base / "raw", n_admissions=60, seed=5)
+    assert prepare.main(["mimic3", "--root", str(raw["root"]), "--out", str(base / "prep"), "--variants", "full",
+                         "--min-code-count", "1"]) == 0
+    return base / "prep" / "mimic3_full"
+
+
+def _split_rows(variant: Path, split: str) -> list[dict]:
+    frame = pd.read_parquet(variant / "examples" / f"{split}.parquet")
+    return [{"id": i, "gold": list(c), "pred": list(c)} for i, c in zip(frame["id"], frame["codes"])]
+
+
+def test_data_requires_predictions_covering_the_split(variant, tmp_path, capsys):
+    rows = _split_rows(variant, "test")
+    assert len(rows) >= 4
+    half = _write_jsonl(tmp_path / "half.jsonl", rows[: len(rows) // 2])
+    args = ["--data", str(variant), "--bootstrap", "0", "--no-plots"]
+    assert main(["--predictions", str(half), "--output-dir", str(tmp_path / "o1"), *args]) == 2
+    err = capsys.readouterr().err
+    missing = len(rows) - len(rows) // 2
+    assert f"{missing} of {len(rows)} samples" in err and "--allow-partial" in err and "Traceback" not in err
+    assert not (tmp_path / "o1").exists()
+    # explicitly partial: scored, and the coverage is reported loudly and recorded
+    assert main(["--predictions", str(half), "--output-dir", str(tmp_path / "o2"), "--allow-partial", *args]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: partial evaluation" in captured.err
+    metrics = json.loads((tmp_path / "o2" / "metrics.json").read_text())
+    assert metrics["coverage"]["n_missing"] == missing and metrics["n_docs"] == len(rows) // 2
+    assert "partial evaluation" in (tmp_path / "o2" / "summary.md").read_text()
+    # the whole split: no warning, coverage complete
+    full = _write_jsonl(tmp_path / "full.jsonl", rows)
+    assert main(["--predictions", str(full), "--output-dir", str(tmp_path / "o3"), *args]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "o3" / "metrics.json").read_text())["coverage"]["n_missing"] == 0
+
+
+def test_data_refuses_ids_outside_the_split(variant, tmp_path, capsys):
+    rows = _split_rows(variant, "test")
+    foreign = rows + [{"id": "not-a-sample", "gold": ["401.9"], "pred": ["401.9"]}]
+    pred = _write_jsonl(tmp_path / "foreign.jsonl", foreign)
+    for extra in ([], ["--allow-partial"]):
+        assert main(["--predictions", str(pred), "--output-dir", str(tmp_path / "o"), "--data", str(variant),
+                     "--bootstrap", "0", "--no-plots", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"1 of {len(foreign)} ids are not samples of" in err and f"line {len(foreign)}" in err
+    # validation predictions are accepted with --split val, refused as test predictions
+    val = _write_jsonl(tmp_path / "val.jsonl", _split_rows(variant, "val"))
+    assert main(["--predictions", str(val), "--output-dir", str(tmp_path / "v"), "--data", str(variant),
+                 "--bootstrap", "0", "--no-plots"]) == 2
+    assert "--split" in capsys.readouterr().err
+    assert main(["--predictions", str(val), "--output-dir", str(tmp_path / "v"), "--data", str(variant),
+                 "--split", "val", "--bootstrap", "0", "--no-plots"]) == 0
+    assert not (tmp_path / "o").exists()
+
+
+def test_deeply_nested_json_is_a_clean_error(tmp_path, capsys):
+    pred = _write_jsonl(tmp_path / "nested.jsonl", [json.dumps(ROWS[0]), "[" * 100_000 + "]" * 100_000])
+    assert main(["--predictions", str(pred), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "line 2: JSON nested too deeply" in err and "Fix:" in err
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed_and_named(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".metrics.json.tmp-abc123"  # the name llm4icd_plugins.atomic gives a temporary
+    stale.write_text(SECRET)
+    assert main(["--predictions", str(_write_jsonl(tmp_path / "p.jsonl", ROWS)), "--output-dir", str(out),
+                 "--bootstrap", "0"]) == 0
+    assert not stale.exists() and stale.name in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+
+
+def test_output_dir_that_is_a_file_is_refused_before_the_work(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    pred = _write_jsonl(tmp_path / "p.jsonl", ROWS)
+    for out in (taken, taken / "sub"):
+        assert main(["--predictions", str(pred), "--output-dir", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "is a file, not a folder" in err and "Fix:" in err and "Traceback" not in err
+    assert taken.read_text() == "a file"

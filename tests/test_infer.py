@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,81 @@ def lora_dir(tmp_path_factory, tiny_model_dir):
     return out
 
 
+def _infer_args(variant: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(variant), "--split", "test", "--model", str(model), "--output", str(out),
+            "--max-new-tokens", "8", "--max-samples", "2", *extra]
+
+
+def _records(argv: list[str]) -> dict:
+    return infer.run_records(infer.build_parser().parse_args(argv))
+
+
+def test_resume_refuses_another_run_and_resumes_the_same(variant, tiny_model_dir, tiny_texts, tmp_path, capsys):
+    """The run record decides: another model in a folder of the same name, another split or other decoding
+    settings are refused before anything is loaded; the same run resumes after its finished ids."""
+    from data_tools.tiny_model import build_tiny_model
+
+    model = tmp_path / "a" / "model"
+    shutil.copytree(tiny_model_dir, model)
+    other = build_tiny_model(tmp_path / "b" / "model", tiny_texts, seed=1)  # same architecture and files
+    out = tmp_path / "preds.jsonl"
+    argv = _infer_args(variant, model, out)
+    record = _records(argv)[out]
+    assert infer.plan_resume(out, record) == set() and json.loads(infer.meta_path(out).read_text()) == record
+    ids = [e["sample_id"] for e in pd.read_parquet(variant / "verl" / "test.parquet")["extra_info"]]
+    out.write_text("".join(json.dumps({"id": i, "model": "model", "response": "", "pred": [], "gold": []}) + "\n"
+                           for i in ids[:3]) + '{"id": "' + ids[3], encoding="utf-8")  # killed mid-line
+    before = out.read_bytes()
+
+    shutil.rmtree(model)
+    shutil.copytree(other, model)  # same path, same folder name, another model
+    assert infer.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model_sha256" in err and "--overwrite" in err and "split" not in err and "Traceback" not in err
+    assert out.read_bytes() == before
+    shutil.rmtree(model)
+    shutil.copytree(tiny_model_dir, model)
+    for extra, named in ((["--split", "val"], "split, data_sha256"), (["--temperature", "0.7"], "decoding.temperature"),
+                         (["--max-new-tokens", "9"], "decoding.max_new_tokens")):
+        args = _infer_args(variant, model, out, *extra)
+        if extra[0] == "--split":
+            args[args.index("test")] = "val"
+        assert infer.main(args) == 2
+        assert named in capsys.readouterr().err
+        assert out.read_bytes() == before
+    # the same run resumes: finished ids are skipped, the torn line is cut
+    assert infer.plan_resume(out, _records(argv)[out]) == set(ids[:3])
+    assert out.read_bytes() == before[: before.rfind(b"\n") + 1]
+    # --overwrite starts again under the new record
+    new = _records(_infer_args(variant, model, out, "--temperature", "0.7"))[out]
+    assert infer.plan_resume(out, new, overwrite=True) == set() and not out.exists()
+    assert json.loads(infer.meta_path(out).read_text()) == new
+
+
+def test_output_without_a_run_record_is_not_resumed(variant, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "old.jsonl"
+    out.write_text(_record(0) + "\n", encoding="utf-8")  # written before run records existed
+    assert infer.main(_infer_args(variant, tiny_model_dir, out)) == 2
+    err = capsys.readouterr().err
+    assert "no run record" in err and "--overwrite" in err
+    assert out.read_text(encoding="utf-8") == _record(0) + "\n"
+
+
+def test_fingerprint_tells_weight_files_apart_by_content(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, fill in ((a, b"\x01"), (b, b"\x02")):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        big = bytearray(b"\0" * (infer.WHOLE_FILE_LIMIT + 3 * infer.SAMPLE))
+        big[len(big) // 2] = fill[0]  # differs only in the middle sample of a large file
+        (folder / "model.safetensors").write_bytes(bytes(big))
+    assert infer.fingerprint(a) != infer.fingerprint(b)
+    (b / "model.safetensors").write_bytes((a / "model.safetensors").read_bytes())
+    assert infer.fingerprint(a) == infer.fingerprint(b)
+    (b / ".model.safetensors.tmp-x").write_text("a temporary is not part of the model")
+    assert infer.fingerprint(a) == infer.fingerprint(b)
+
+
 def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
             "TOKENIZERS_PARALLELISM": "false"}
@@ -144,6 +220,11 @@ def test_lora_sweep_survives_a_kill_and_resumes(variant, tiny_model_dir, lora_di
     by_id = {r["id"]: r["response"] for r in records["base"]}
     changed = sum(r["response"] != by_id[r["id"]] for r in records["ad"])
     assert changed >= len(test_ids) // 2  # the adapter is really applied
+    # Other decoding settings into the same folder: refused before the engine starts, the outputs untouched.
+    other = command[:command.index("--max-new-tokens") + 1] + ["40"] + command[command.index("--max-new-tokens") + 2:]
+    refused = subprocess.run(other, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "decoding.max_new_tokens" in refused.stderr, refused.stderr[-2000:]
+    assert _lines(out / "base.jsonl") == base
 
     # 3. The evaluation reads these real outputs (responses are re-parsed).
     from data_tools.evaluate import main as evaluate_main

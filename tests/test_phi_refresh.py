@@ -65,11 +65,31 @@ def test_refresh_pools_freq_recall(train, tmp_path):
     assert pd.read_parquet(out2)["phi"].map(lambda p: p["round"]).eq(2).all()
 
 
+def test_refresh_reparses_the_response_so_a_predicted_retired_gold_code_leaves_the_pool(tmp_path):
+    # 000.0 stands for a retired gold code the ICD tables lack; infer's "pred" list was filtered through
+    # the tables and lost it, but the raw response has it: Ŷ follows the reward's rule (rescued: gold of this row).
+    rows = {"data_source": ["d"] * 2, "prompt": [[{"role": "user", "content": "n"}]] * 2, "ability": ["x"] * 2,
+            "reward_model": [{"style": "rule", "ground_truth": ["401.9", "000.0"]},
+                             {"style": "rule", "ground_truth": ["4280"]}],
+            "extra_info": [{"index": i, "sample_id": f"r{i}", "split": "train", "code_system": "icd9",
+                            "label_space": "t", "n_codes": 2} for i in range(2)]}
+    train = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pydict(rows), train)
+    preds = write_jsonl(tmp_path / "p.jsonl", [
+        {"id": "r0", "pred": ["401.9"], "response": "<code>401.9, 000.0, 000.1</code>"},
+        {"id": "r1", "pred": [], "response": "<code>428.0</code>"},  # gold written undotted: resolved
+    ])
+    out = tmp_path / "round_1.parquet"
+    phi_refresh.refresh(train, preds, out, 1)
+    frame = pd.read_parquet(out)
+    assert [list(p["pool"]) for p in frame["phi"]] == [[], []]
+
+
 @pytest.mark.parametrize("records,needle", [
     ([{"id": "a1", "pred": []}], "3 of 4 training samples have no prediction"),
     ([{"id": k, "pred": []} for k in GOLD] + [{"id": "zz", "pred": []}], "not training samples"),
-    ([{"id": "a1", "pred": []}, {"id": "a1", "pred": []}], "line 2: id a1 also on line 1"),
-    ([{"id": k, "pred": [], "gold": ["V58.61"]} for k in GOLD], "gold codes of sample a1 differ"),
+    ([{"id": "a1", "pred": []}, {"id": "a1", "pred": []}], "line 2: the id is also on line 1"),
+    ([{"id": k, "pred": [], "gold": ["V58.61"]} for k in GOLD], "the gold codes differ from those of row 1"),
     ([{"id": "a1"}], 'line 1: neither a "pred" list'),
 ])
 def test_refresh_errors_name_the_problem_and_write_nothing(train, tmp_path, capsys, records, needle):
@@ -90,6 +110,53 @@ def test_refresh_refuses_a_validation_file(tmp_path, train):
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": k, "pred": []} for k in GOLD])
     with pytest.raises(phi_refresh.RefreshError, match="training split only"):
         phi_refresh.refresh(val, preds, tmp_path / "o.parquet", 1)
+
+
+def _refresh(train, preds, out, *extra) -> int:
+    return phi_refresh.main(["--train", str(train), "--predictions", str(preds), "--out", str(out), "--round", "1",
+                             *extra])
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b'{"id": "a1", "pred": []}\n{"id": "a2", "response": "caf\xe9"}\n', "line 2: not UTF-8 text"),
+    (b'{"id": "a1", "pred": []}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n", "line 2: JSON nested too deeply"),
+    (b'{"id": {"nested": ["a1"]}, "pred": []}\n', 'line 1: "id" is a mapping with 1 keys'),
+])
+def test_refresh_bad_encoding_and_nesting_are_clean_errors(train, tmp_path, capsys, content, needle):
+    preds = tmp_path / "p.jsonl"
+    preds.write_bytes(content)
+    out = tmp_path / "r" / "train.parquet"
+    assert _refresh(train, preds, out) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(preds) in err and "Fix:" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_refresh_checks_the_output_before_the_work(train, tmp_path, capsys):
+    preds = write_jsonl(tmp_path / "p.jsonl", [{"id": k, "pred": []} for k in GOLD])
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    assert _refresh(train, preds, folder, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "Fix:" in err and "reading predictions" not in err
+
+
+def test_refresh_removes_temporaries_of_a_killed_run(train, tmp_path, capsys):
+    out = tmp_path / "r" / "train.parquet"
+    out.parent.mkdir()
+    stale = [out.parent / ".train.parquet.tmp-k1ll3d", out.parent / ".train.parquet.x7y8z9.tmp",  # both namings
+             out.parent / ".train.summary.json.tmp-k1ll3d"]
+    for path in stale:
+        path.write_bytes(pq.read_table(train).to_pandas().to_json().encode())  # prompts, as a killed write leaves
+    unrelated = out.parent / ".other.parquet.tmp-keep"
+    unrelated.write_text("not this tool's")
+    preds = write_jsonl(tmp_path / "p.jsonl", [{"id": k, "pred": []} for k in GOLD])
+    assert _refresh(train, preds, out) == 0
+    printed = capsys.readouterr().out
+    assert not any(p.exists() for p in stale) and unrelated.exists()
+    assert all(p.name in printed for p in stale)
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, phi_refresh.summary_path(out).name,
+                                                                   unrelated.name])
 
 
 # --- the round loop -------------------------------------------------------------------------------------
@@ -124,6 +191,8 @@ else:
         for i, (sid, codes) in enumerate(gold.items()):
             if fail == f"infer {rnd}" and i == 2:
                 fh.flush(); sys.exit(1)  # half-written predictions
+            if fail == f"short {rnd}" and i == 2:
+                fh.flush(); sys.exit(0)  # stops early but reports success
             keep = codes[:rnd]  # each round recovers one more code
             fh.write(json.dumps({"id": sid, "pred": keep}) + "\n")
 '''
@@ -224,3 +293,32 @@ def test_bad_templates_and_mixed_runs_are_refused(rounds_env, tmp_path, train):
     pq.write_table(pa.Table.from_pylist(frame), other)
     with pytest.raises(phi_rounds.RoundsError, match="another training file"):
         phi_rounds.Rounds(rounds_env["dir"], other, 1, rounds_env["commands"]).run()
+
+
+def test_infer_that_stops_early_with_status_0_is_not_committed(rounds_env, monkeypatch):
+    monkeypatch.setenv("PHI_TEST_FAIL", "short 1")
+    with pytest.raises(phi_rounds.RoundsError) as caught:
+        _run(rounds_env, rounds=2)
+    message = str(caught.value)
+    assert "exited 0" in message and f"2 of {len(GOLD)} training samples (2 missing" in message
+    assert "re-run the same command line" in message
+    run = rounds_env["dir"]
+    assert not (run / "round_1" / "predictions.jsonl").exists()
+    assert not (run / "round_1" / "predictions.jsonl.partial").exists()  # responses may echo notes
+    monkeypatch.setenv("PHI_TEST_FAIL", "")
+    before = len(_log(rounds_env))
+    _run(rounds_env, rounds=2)
+    assert _log(rounds_env)[before:] == ["infer 1", "train 2", "export 2"]
+    assert len((run / "round_1" / "predictions.jsonl").read_text().splitlines()) == len(GOLD)
+
+
+def test_a_committed_partial_predictions_file_is_named_with_the_fix(rounds_env):
+    _run(rounds_env, rounds=1)
+    final = rounds_env["dir"] / "round_0" / "predictions.jsonl"
+    final.write_text("\n".join(final.read_text().splitlines()[:2]) + "\n")  # as an earlier version committed it
+    (rounds_env["dir"] / "round_1" / "train.parquet").unlink()  # so that the pools are refreshed again
+    with pytest.raises(phi_rounds.RoundsError, match=f"Fix: delete {final} and re-run"):
+        _run(rounds_env, rounds=1)
+    final.unlink()
+    _run(rounds_env, rounds=1)
+    assert len(final.read_text().splitlines()) == len(GOLD)
