@@ -13,7 +13,10 @@ middle-out, ``llm4icd_plugins.truncation``) so that neither LlamaFactory nor ver
     python -m data_tools.prepare generic --input table.jsonl --code-system icd10 --name mydata --out data/prepared
 
 Everything is written to a temporary folder next to ``--out`` and renamed into place at the end: a
-failed run leaves no partial output. Note text is never printed or logged (MIMIC notes are PHI).
+failed run leaves no partial output, and the variants of one run replace the previous ones together (a
+run killed while renaming is completed by the next start, which also removes a killed run's temporary
+folders). Note text is never printed or logged (MIMIC notes are PHI): errors name the file, row and
+column, never a cell's contents.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -36,7 +40,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from llm4icd_plugins import prompts
+from data_tools.cli import run_tool
+from data_tools.tables import DATA_SUFFIXES, MAX_ID_LENGTH, norm_ids, read_table, table_suffix
+from llm4icd_plugins import atomic, prompts
+from llm4icd_plugins.errors import UserError, describe, show_token, user_error
 from llm4icd_plugins.normalize import canonicalize, format_code, table_of_canonical
 
 SPLITS = ("train", "val", "test")
@@ -47,113 +54,25 @@ SPLIT_FILE_NAMES = {
     "mimic4_10": ("mimiciv_icd10_split", "mimiciv_icd10_splits"),
     "mimic4_9": ("mimiciv_icd9_split", "mimiciv_icd9_splits"),
 }
-DATA_SUFFIXES = (".feather", ".parquet", ".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json")
-NOTE_CHUNK_ROWS = 100_000
 ABILITY = "icd_coding"
 SHAREGPT_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                  "assistant_tag": "assistant", "system_tag": "system"}
-
-
-class PrepareError(Exception):
-    """Bad input: the message names the file, the row when there is one, and the fix."""
-
-
-def _fail(path, problem: str, fix: str, row: int | None = None) -> PrepareError:
-    where = f"{path}" + (f", row {row} (1-based, header not counted)" if row is not None else "")
-    return PrepareError(f"{where}: {problem}. Fix: {fix}")
-
-
-# --- reading tables ---------------------------------------------------------------------------------
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in DATA_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return path.suffix.lower()
-
-
-def _resolve_columns(path: Path, found: Sequence[str], required: Sequence[str], optional: Sequence[str]) -> dict:
-    """Map wanted column names to the file's columns, case-insensitively (MIMIC-III exports differ)."""
-    lower = {str(c).lower(): c for c in found}
-    mapping = {}
-    missing = []
-    for name in list(required) + list(optional):
-        actual = lower.get(name.lower())
-        if actual is not None:
-            mapping[actual] = name
-        elif name in required:
-            missing.append(name)
-    if missing:
-        raise _fail(path, f"missing column(s) {', '.join(missing)}; the file has {', '.join(map(str, found))}",
-                    "pass the right file for this flag (column names are matched case-insensitively)")
-    return mapping
-
-
-def read_table(path, required: Sequence[str], optional: Sequence[str] = (), *, chunk_filter=None,
-               desc: str | None = None, str_columns: bool = True) -> pd.DataFrame:
-    """Read a csv[.gz]/feather/parquet/jsonl table keeping only the wanted columns, renamed to the
-    wanted spelling; the index is the 0-based data row (for error messages). ``chunk_filter``
-    (csv only) filters each chunk while reading, so huge tables like NOTEEVENTS fit in memory."""
-    path = Path(path)
-    if not path.is_file():
-        raise _fail(path, "file not found", "check the path (or --root) and the file name")
-    suffix = _suffix(path)
-    try:
-        if suffix in (".csv", ".csv.gz"):
-            header = pd.read_csv(path, nrows=0).columns
-            mapping = _resolve_columns(path, header, required, optional)
-            kwargs = dict(usecols=list(mapping), keep_default_na=False, na_values=[""],
-                          dtype=str if str_columns else None)
-            if chunk_filter is None:
-                frame = pd.read_csv(path, **kwargs)
-            else:
-                chunks = []
-                reader = pd.read_csv(path, chunksize=NOTE_CHUNK_ROWS, **kwargs)
-                for chunk in tqdm(reader, desc=desc or f"reading {path.name}", unit="chunk", leave=False):
-                    chunks.append(chunk_filter(chunk.rename(columns=mapping)))
-                frame = pd.concat(chunks) if chunks else pd.DataFrame(columns=list(mapping.values()))
-                return frame
-        elif suffix == ".feather":
-            frame = pd.read_feather(path)
-        elif suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        elif suffix in (".jsonl", ".jsonl.gz"):
-            frame = pd.read_json(path, lines=True, dtype=False)
-        elif suffix == ".json":
-            frame = pd.read_json(path, dtype=False)
-        else:
-            raise _fail(path, f"unsupported file type {suffix!r}", f"use one of {', '.join(DATA_SUFFIXES)}")
-    except PrepareError:
-        raise
-    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
-        raise _fail(path, f"cannot read the file ({type(exc).__name__}: {exc})",
-                    "check that it is a complete, uncorrupted table of the expected format") from exc
-    if suffix not in (".csv", ".csv.gz"):
-        mapping = _resolve_columns(path, frame.columns, required, optional)
-        frame = frame[list(mapping)]
-    frame = frame.rename(columns=mapping).reset_index(drop=True)
-    return frame
-
-
-def _norm_ids(values: pd.Series) -> pd.Series:
-    """Admission/subject ids as strings ("12345"), whatever dtype the file used (int, float, str)."""
-    out = values.astype("string").str.strip()
-    return out.str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
+COMMIT_MARK = "COMMIT"  # in a staging folder: the new variants are complete, replace the old ones
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # --name; a staging folder is .<out>.tmp-<name>+XXXX
 
 
 def _find_file(root: Path | None, explicit, stems: Iterable[str], flag: str) -> Path:
     if explicit:
         return Path(explicit)
     if root is None:
-        raise PrepareError(f"no file for {flag}. Fix: pass {flag} PATH or --root DIR")
+        raise UserError(f"no file for {flag}. Fix: pass {flag} PATH or --root DIR")
     for stem in stems:
         for suffix in DATA_SUFFIXES:
             candidate = root / f"{stem}{suffix}"
             if candidate.is_file():
                 return candidate
     tried = ", ".join(f"{stem}{{{','.join(DATA_SUFFIXES)}}}" for stem in stems)
-    raise PrepareError(f"{root}: no file for {flag} (looked for {tried}). Fix: pass {flag} PATH")
+    raise UserError(f"{root}: no file for {flag} (looked for {tried}). Fix: pass {flag} PATH")
 
 
 # --- text and codes -----------------------------------------------------------------------------------
@@ -196,10 +115,10 @@ def format_code_column(frame: pd.DataFrame, column: str, table: str | pd.Series,
         if not skip_malformed:
             row = int(frame.index[bad.to_numpy()][0])
             raw, tbl = frame.loc[row, column], tables.loc[row]
-            raise _fail(path, f"code {raw!r} in column {column} is not a well-formed {tbl} code "
-                        f"({int(bad.sum())} such row(s) in the file)",
-                        "correct the code, or pass --skip-malformed to drop such rows (they are counted)",
-                        row=row + 1)
+            raise user_error(path, f"code {show_token(raw)} is not a well-formed {tbl} code "
+                             f"({int(bad.sum())} such row(s) in the file)",
+                             "correct the code, or pass --skip-malformed to drop such rows (they are counted)",
+                             row=row + 1, column=column)
         report.drop(f"{Path(path).name}: rows with a malformed code (--skip-malformed)", int(bad.sum()))
         frame = frame[~bad]
     return frame
@@ -214,6 +133,7 @@ class RawData:
     code_system: str
     corpus: str
     sources: dict
+    unusable: set = field(default_factory=set)  # admissions whose every note was dropped (empty, ISERROR)
 
 
 def load_mimic3(notes_path, dx_path, proc_path, report: Report, skip_malformed: bool = False) -> RawData:
@@ -228,34 +148,37 @@ def load_mimic3(notes_path, dx_path, proc_path, report: Report, skip_malformed: 
 
     notes = read_table(notes_path, ["SUBJECT_ID", "HADM_ID", "CATEGORY", "TEXT"],
                        ["ROW_ID", "CHARTDATE", "CHARTTIME", "DESCRIPTION", "ISERROR"],
-                       chunk_filter=keep_discharge if _suffix(Path(notes_path)).startswith(".csv") else None,
+                       chunk_filter=keep_discharge if table_suffix(Path(notes_path)).startswith(".csv") else None,
                        desc="reading NOTEEVENTS")
     if not categories:  # non-csv input: filter after reading
         notes = keep_discharge(notes)
     report.drop("NOTEEVENTS: notes of other categories (not 'Discharge summary')", categories["other"])
+    flagged: set = set()
     if "ISERROR" in notes:
         error = notes["ISERROR"].notna() & ~notes["ISERROR"].astype("string").str.strip().isin(["", "0"])
         report.drop("NOTEEVENTS: discharge summaries flagged ISERROR", int(error.sum()))
+        flagged = set(norm_ids(notes.loc[error, "HADM_ID"]).dropna())
         notes = notes[~error]
-    notes = _join_notes(notes, notes_path, report, id_col="HADM_ID", subject_col="SUBJECT_ID", text_col="TEXT",
-                        order_cols=["CHARTDATE", "CHARTTIME"], addendum_col="DESCRIPTION", row_col="ROW_ID")
+    notes, unusable = _join_notes(notes, notes_path, report, id_col="HADM_ID", subject_col="SUBJECT_ID",
+                                  text_col="TEXT", order_cols=["CHARTDATE", "CHARTTIME"], addendum_col="DESCRIPTION",
+                                  row_col="ROW_ID")
+    unusable |= flagged - set(notes["id"])
     codes = []
     for path, table in ((dx_path, "icd9_dx"), (proc_path, "icd9_proc")):
         rows = read_table(path, ["HADM_ID", "ICD9_CODE"], ["SEQ_NUM", "SUBJECT_ID"])
         codes.append(_code_rows(rows, path, "HADM_ID", "ICD9_CODE", "SEQ_NUM", table, report, skip_malformed))
     return RawData(notes, pd.concat(codes, ignore_index=True), "icd9", "MIMIC-III",
-                   {"notes": str(notes_path), "diagnoses": str(dx_path), "procedures": str(proc_path)})
+                   {"notes": str(notes_path), "diagnoses": str(dx_path), "procedures": str(proc_path)}, unusable)
 
 
 def load_mimic4(notes_path, dx_path, proc_path, report: Report, icd_version: int = 10,
                 skip_malformed: bool = False) -> RawData:
     """MIMIC-IV: note/discharge and hosp/diagnoses_icd, hosp/procedures_icd rows of ``icd_version``."""
-    notes = read_table(notes_path, ["subject_id", "hadm_id", "text"], ["note_id", "note_type", "note_seq",
-                                                                        "charttime"],
-                       chunk_filter=(lambda chunk: chunk) if _suffix(Path(notes_path)).startswith(".csv") else None,
-                       desc="reading discharge notes")
-    notes = _join_notes(notes, notes_path, report, id_col="hadm_id", subject_col="subject_id", text_col="text",
-                        order_cols=["charttime"], addendum_col=None, row_col="note_seq")
+    is_csv = table_suffix(Path(notes_path)).startswith(".csv")
+    notes = read_table(notes_path, ["subject_id", "hadm_id", "text"], ["note_id", "note_type", "note_seq", "charttime"],
+                       chunk_filter=(lambda chunk: chunk) if is_csv else None, desc="reading discharge notes")
+    notes, unusable = _join_notes(notes, notes_path, report, id_col="hadm_id", subject_col="subject_id",
+                                  text_col="text", order_cols=["charttime"], addendum_col=None, row_col="note_seq")
     codes = []
     for path, kind in ((dx_path, "dx"), (proc_path, "proc")):
         rows = read_table(path, ["hadm_id", "icd_code", "icd_version"], ["seq_num", "subject_id"])
@@ -263,8 +186,8 @@ def load_mimic4(notes_path, dx_path, proc_path, report: Report, icd_version: int
         bad = ~version.isin(["9", "10"])
         if bad.any():
             row = int(rows.index[bad.to_numpy()][0])
-            raise _fail(path, f"icd_version {rows.loc[row, 'icd_version']!r} is neither 9 nor 10",
-                        "pass an unmodified MIMIC-IV hosp table", row=row + 1)
+            raise user_error(path, f"icd_version {show_token(rows.loc[row, 'icd_version'])} is neither 9 nor 10",
+                             "pass an unmodified MIMIC-IV hosp table", row=row + 1)
         keep = version == str(icd_version)
         report.drop(f"{Path(path).name}: rows with icd_version {19 - icd_version} "
                     f"(this variant keeps ICD-{icd_version} only)", int((~keep).sum()))
@@ -273,20 +196,26 @@ def load_mimic4(notes_path, dx_path, proc_path, report: Report, icd_version: int
         codes.append(_code_rows(rows, path, "hadm_id", "icd_code", "seq_num", table, report, skip_malformed))
     system = f"icd{icd_version}"
     return RawData(notes, pd.concat(codes, ignore_index=True), system, "MIMIC-IV",
-                   {"notes": str(notes_path), "diagnoses": str(dx_path), "procedures": str(proc_path)})
+                   {"notes": str(notes_path), "diagnoses": str(dx_path), "procedures": str(proc_path)}, unusable)
 
 
 def _join_notes(notes: pd.DataFrame, path, report: Report, *, id_col, subject_col, text_col, order_cols,
-                addendum_col, row_col) -> pd.DataFrame:
-    """One text per admission: its notes in chart order (a report before its addenda on ties)."""
+                addendum_col, row_col) -> tuple[pd.DataFrame, set]:
+    """One text per admission: its notes in chart order (a report before its addenda on ties), and the
+    admissions left without a note (all empty or flagged ISERROR). Identical notes count once."""
     notes = notes.copy()
-    notes["id"] = _norm_ids(notes[id_col])
+    notes["id"] = norm_ids(notes[id_col], path, id_col)
     no_id = notes["id"].isna() | (notes["id"] == "")
     report.drop(f"{Path(path).name}: discharge notes without an admission id", int(no_id.sum()))
     notes = notes[~no_id]
-    no_text = notes[text_col].isna()
-    report.drop(f"{Path(path).name}: discharge notes with empty text", int(no_text.sum()))
+    no_text = notes[text_col].isna() | notes[text_col].astype("string").str.strip().eq("").fillna(True)
+    report.drop(f"{Path(path).name}: discharge notes with empty or whitespace-only text", int(no_text.sum()))
+    unusable = set(notes.loc[no_text, "id"]) - set(notes.loc[~no_text, "id"])
     notes = notes[~no_text]
+    dup = notes.duplicated(["id", text_col])
+    report.drop(f"{Path(path).name}: duplicate discharge notes (same admission and text; kept once)",
+                int(dup.sum()))
+    notes = notes[~dup]
     keys = [c for c in order_cols if c in notes]
     if addendum_col and addendum_col in notes:
         notes["_addendum"] = notes[addendum_col].astype("string").str.strip().str.lower().eq("addendum")
@@ -300,15 +229,15 @@ def _join_notes(notes: pd.DataFrame, path, report: Report, *, id_col, subject_co
     report.info["notes_joined_from_several_parts"] = int((n_parts > 1).sum())
     grouped = notes.groupby("id", sort=False).agg(subject_id=(subject_col, "first"), text=(text_col, "\n\n".join))
     grouped = grouped.reset_index()
-    grouped["subject_id"] = _norm_ids(grouped["subject_id"])
+    grouped["subject_id"] = norm_ids(grouped["subject_id"], path, subject_col)
     grouped["text"] = [process_text(t) for t in tqdm(grouped["text"], desc="processing notes", unit="note",
                                                       leave=False)]
-    return grouped[["id", "subject_id", "text"]]
+    return grouped[["id", "subject_id", "text"]], unusable
 
 
 def _code_rows(rows: pd.DataFrame, path, id_col, code_col, seq_col, table, report, skip_malformed) -> pd.DataFrame:
     rows = rows.copy()
-    rows["id"] = _norm_ids(rows[id_col])
+    rows["id"] = norm_ids(rows[id_col], path, id_col)
     no_id = rows["id"].isna() | (rows["id"] == "")
     report.drop(f"{Path(path).name}: code rows without an admission id", int(no_id.sum()))
     rows = rows[~no_id]
@@ -330,16 +259,38 @@ def load_generic(path, code_system: str, report: Report, *, id_col="id", text_co
     """
     from llm4icd_plugins.codes import load_code_system
 
+    roles = {"--id-column": id_col, "--text-column": text_col, "--codes-column": codes_col,
+             "--split-column": split_col, "--subject-column": subject_col}
+    seen: dict[str, str] = {}
+    for flag, column in roles.items():
+        if column.lower() in seen:
+            raise user_error(path, f"{seen[column.lower()]} and {flag} both name column '{column}'",
+                             "give each flag its own column")
+        seen[column.lower()] = flag
     frame = read_table(path, [id_col, text_col, codes_col], [split_col, subject_col], str_columns=False)
     system = load_code_system(code_system)
-    frame["id"] = _norm_ids(frame[id_col])
+    frame["id"] = norm_ids(frame[id_col], path, id_col)
     missing_id = frame["id"].isna() | (frame["id"] == "")
     if missing_id.any():
-        raise _fail(path, f"empty {id_col}", "give every row a unique id", row=int(frame.index[missing_id][0]) + 1)
+        raise user_error(path, "empty id", "give every row a unique id", row=int(frame.index[missing_id][0]) + 1,
+                         column=id_col)
     dup = frame["id"].duplicated()
     if dup.any():
         row = int(frame.index[dup.to_numpy()][0])
-        raise _fail(path, f"duplicate {id_col} {frame.loc[row, 'id']!r}", "give every row a unique id", row=row + 1)
+        raise user_error(path, f"duplicate id {frame.loc[row, 'id']!r}", "give every row a unique id", row=row + 1,
+                         column=id_col)
+    texts = frame[text_col]
+    bad_text = texts.map(lambda t: not isinstance(t, str) or not t.strip())
+    if bad_text.any():
+        row = int(np.flatnonzero(bad_text.to_numpy())[0])
+        raise user_error(path, f"the note text is {describe(texts.iloc[row])}", "give every row a note text",
+                         row=row + 1, column=text_col)
+    if split_col in frame:
+        not_token = frame[split_col].map(lambda v: isinstance(v, str) and len(v) > MAX_ID_LENGTH)
+        if not_token.any():
+            row = int(np.flatnonzero(not_token.to_numpy())[0])
+            raise user_error(path, f"the split is {describe(frame[split_col].iloc[row])}, not train, val or test",
+                             "name the column of splits (is this the text column?)", row=row + 1, column=split_col)
     cache: dict[str, str | None] = {}
     code_rows = []
     for row, (sample_id, value) in enumerate(zip(frame["id"], frame[codes_col])):
@@ -350,20 +301,15 @@ def load_generic(path, code_system: str, report: Report, *, id_col="id", text_co
             code = cache[token]
             if code is None:
                 if not skip_malformed:
-                    raise _fail(path, f"code {token!r} in column {codes_col} is neither a canonical "
-                                f"{code_system} code nor an undotted one that {code_system} resolves unambiguously",
-                                "write it in its dotted canonical form (e.g. 401.9, 96.04, E11.9), or pass "
-                                "--skip-malformed to drop it (counted)", row=row + 1)
+                    raise user_error(path, f"code {show_token(token)} is neither a canonical {code_system} code "
+                                     f"nor an undotted one that {code_system} resolves unambiguously",
+                                     "write it in its dotted canonical form (e.g. 401.9, 96.04, E11.9), or pass "
+                                     "--skip-malformed to drop it (counted)", row=row + 1, column=codes_col)
                 report.drop(f"{Path(path).name}: malformed or ambiguous codes (--skip-malformed)")
                 continue
             code_rows.append((sample_id, code, 0, float(pos), row))
-    texts = frame[text_col]
-    bad_text = texts.isna() | ~texts.map(lambda t: isinstance(t, str))
-    if bad_text.any():
-        raise _fail(path, f"empty or non-text {text_col}", "give every row a note text",
-                    row=int(frame.index[bad_text.to_numpy()][0]) + 1)
-    subjects = _norm_ids(frame[subject_col]) if subject_col in frame else pd.Series([None] * len(frame),
-                                                                                   dtype="string")
+    subjects = (norm_ids(frame[subject_col], path, subject_col) if subject_col in frame
+                else pd.Series([None] * len(frame), dtype="string"))
     notes = pd.DataFrame({"id": frame["id"], "subject_id": subjects.to_numpy(),
                           "text": [process_text(t) for t in texts]})
     codes = pd.DataFrame(code_rows, columns=["id", "code", "kind", "seq", "row"])
@@ -380,10 +326,13 @@ def _code_tokens(value, path, row, column) -> list[str]:
     if isinstance(value, str):
         return [t.strip() for t in value.replace(";", ",").split(",") if t.strip()]
     if isinstance(value, (list, tuple, np.ndarray)):
+        if not all(isinstance(t, (str, int, float, np.integer, np.floating)) for t in value):
+            raise user_error(path, "the list of codes holds nested values", "store codes as a flat list of strings",
+                             row=row + 1, column=column)
         tokens = [str(t).strip() for t in value]
         return [t for t in tokens if t]
-    raise _fail(path, f"column {column} holds {type(value).__name__}, not a list or a comma-separated string",
-                "store codes as a list of strings or as 'c1, c2'", row=row + 1)
+    raise user_error(path, f"the codes are {describe(value)}, not a list or a comma-separated string",
+                     "store codes as a list of strings or as 'c1, c2'", row=row + 1, column=column)
 
 
 def _generic_code(token: str, system) -> str | None:
@@ -408,18 +357,19 @@ def load_splits(path) -> pd.DataFrame:
 
 def _check_splits(frame: pd.DataFrame, path) -> pd.DataFrame:
     frame = frame.copy()
-    frame["_id"] = _norm_ids(frame["_id"])
+    frame["_id"] = norm_ids(frame["_id"], path, "_id")
     frame["split"] = frame["split"].astype("string").str.strip().str.lower()
     bad = ~frame["split"].isin(SPLITS) | frame["_id"].isna()
     if bad.any():
         row = int(frame.index[bad.to_numpy()][0])
-        raise _fail(path, f"split {frame.loc[row, 'split']!r} for id {frame.loc[row, '_id']!r} is not one of "
-                    f"{', '.join(SPLITS)}", "use the split names train, val and test", row=row + 1)
+        split, sample = show_token(frame.loc[row, "split"]), show_token(frame.loc[row, "_id"])
+        raise user_error(path, f"split {split} for id {sample} is not one of {', '.join(SPLITS)}",
+                         "use the split names train, val and test", row=row + 1)
     dup = frame["_id"].duplicated()
     if dup.any():
         row = int(frame.index[dup.to_numpy()][0])
-        raise _fail(path, f"id {frame.loc[row, '_id']} appears more than once", "list every admission once",
-                    row=row + 1)
+        raise user_error(path, f"id {frame.loc[row, '_id']} appears more than once", "list every admission once",
+                         row=row + 1)
     return frame
 
 
@@ -444,13 +394,17 @@ def assemble(raw: RawData, splits: pd.DataFrame, splits_path, report: Report, mi
     """Examples (id, subject_id, text, codes, split) of the admissions in the split file, with
     deduplicated codes, rare codes removed and code-less admissions dropped."""
     notes = raw.notes.set_index("id")
+    unusable = splits["_id"].isin(raw.unusable) & ~splits["_id"].isin(notes.index)
+    report.drop("admissions in the split file whose discharge summaries are all empty or flagged ISERROR",
+                int(unusable.sum()))
+    splits = splits[~unusable]
     in_notes = splits["_id"].isin(notes.index)
     if not in_notes.all():
         row = int(splits.index[~in_notes.to_numpy()][0])
-        raise _fail(splits_path, f"{int((~in_notes).sum())} split id(s) have no discharge summary in "
-                    f"{raw.sources.get('notes', raw.sources.get('input'))} (first: {splits.loc[row, '_id']})",
-                    "pass the split file that belongs to these notes (e.g. mimiciii_clean_splits for MIMIC-III, "
-                    "mimiciv_icd10_split for MIMIC-IV ICD-10)", row=row + 1)
+        raise user_error(splits_path, f"{int((~in_notes).sum())} split id(s) have no discharge summary in "
+                         f"{raw.sources.get('notes', raw.sources.get('input'))} (first: {splits.loc[row, '_id']})",
+                         "pass the split file that belongs to these notes (e.g. mimiciii_clean_splits for MIMIC-III, "
+                         "mimiciv_icd10_split for MIMIC-IV ICD-10)", row=row + 1)
     report.drop("admissions with a discharge summary but not in the split file",
                 int((~notes.index.isin(splits["_id"])).sum()))
     codes = raw.codes
@@ -518,6 +472,8 @@ class TruncationSettings:
     cutoff_len: int = 4480
     enable_thinking: bool | None = None
     num_workers: int = 1
+    backbone: str | None = None  # recorded in stats.json for data_tools.backbone_check
+    chat_template: str | None = None  # the backbone's own Jinja chat template, replacing the tokenizer's
 
     def chat_template_kwargs(self) -> dict:
         return {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
@@ -533,13 +489,13 @@ def _load_tokenizer(path: str):
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:
-        raise PrepareError("--tokenizer needs the transformers package. Fix: install the sft or rl extra, "
-                           "or leave out --tokenizer") from exc
+        raise UserError("--tokenizer needs the transformers package. Fix: install the sft or rl extra, "
+                        "or leave out --tokenizer") from exc
     try:
         return AutoTokenizer.from_pretrained(path)
     except Exception as exc:
-        raise _fail(path, f"cannot load a tokenizer ({type(exc).__name__}: {exc})",
-                    "pass a Hugging Face model or tokenizer folder (tokenizer.json + tokenizer_config.json)") from exc
+        raise user_error(path, f"cannot load a tokenizer ({type(exc).__name__}: {exc})", "pass a Hugging Face "
+                         "model or tokenizer folder (tokenizer.json + tokenizer_config.json)") from exc
 
 
 def _summary(values: Sequence[int | float]) -> dict | None:
@@ -578,10 +534,13 @@ def fit_prompts(examples: pd.DataFrame, spec: prompts.PromptSpec, answers: list[
                                       chat_template_kwargs=kwargs or None, num_workers=settings.num_workers,
                                       show_progress=True)
     except ValueError as exc:
-        raise PrepareError(f"truncation failed: {exc}. Fix: raise --max-prompt-length/--cutoff-len or lower "
-                           "--hint-reserve (the instruction and answer alone must fit)") from exc
+        raise UserError(f"truncation failed: {exc}. Fix: raise --max-prompt-length/--cutoff-len or lower "
+                        "--hint-reserve (the instruction and answer alone must fit)") from exc
+    from data_tools.backbone_check import data_record
+
     report_tokens.update({
         "truncation": "tiered middle-out to fit the budget",
+        **data_record(settings.backbone, tokenizer),
         "tokenizer": str(settings.tokenizer_path),
         "chat_template_kwargs": kwargs,
         "max_prompt_length": settings.max_prompt_length, "hint_reserve": settings.hint_reserve,
@@ -700,18 +659,19 @@ def prepare(raw: RawData, splits: pd.DataFrame, splits_path, out: Path, dataset:
     prefix = name or dataset
     names = {v: f"{prefix}_{v}" for v in variants}
     out = Path(out)
-    existing = [n for n in names.values() if (out / n).exists()]
-    if existing and not overwrite:
-        raise PrepareError(f"{out}: {', '.join(existing)} already exist(s). Fix: pass --overwrite or another --out")
+    start_output(out, prefix, list(names.values()), overwrite)
     system = load_code_system(raw.code_system)
     examples = assemble(raw, splits, splits_path, report, min_code_count)
     if examples.empty:
-        raise PrepareError(f"{splits_path}: no admission is left after filtering. Fix: check the inputs "
-                           f"(dropped: {dict(report.dropped)})")
+        raise UserError(f"{splits_path}: no admission is left after filtering. Fix: check the inputs "
+                        f"(dropped: {dict(report.dropped)})")
     tokenizer = _load_tokenizer(settings.tokenizer_path) if settings.tokenizer_path else None
+    if tokenizer is not None and settings.chat_template:
+        tokenizer.chat_template = settings.chat_template
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp_root = Path(tempfile.mkdtemp(prefix=_staging_prefix(out, prefix), dir=out.parent))
     results = {}
+    marked = False
     try:
         for variant, vname in names.items():
             data, vreport = examples, Counter(report.dropped)
@@ -731,30 +691,74 @@ def prepare(raw: RawData, splits: pd.DataFrame, splits_path, out: Path, dataset:
             spec = prompts.PromptSpec(raw.code_system, variant, raw.corpus)
             base = {"sources": raw.sources, "dropped": dict(sorted(vreport.items())),
                     "info": report.info, "label_space": label_info}
-            results[vname] = write_variant(tmp_root / vname, vname, data, labels, spec, system, settings,
+            results[vname] = write_variant(tmp_root / "new" / vname, vname, data, labels, spec, system, settings,
                                            tokenizer, base)
-        _commit(tmp_root, out, list(names.values()), overwrite)
+        appeared = [n for n in names.values() if (out / n).exists()]
+        if appeared and not overwrite:
+            raise UserError(f"{out}: {', '.join(appeared)} appeared while preparing. Fix: pass --overwrite or "
+                            "another --out")
+        atomic.write_text(tmp_root / COMMIT_MARK, json.dumps(sorted(names.values())) + "\n")
+        marked = True
+        _publish(tmp_root, out)
     finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+        if not marked:  # once marked, the staged variants are the output: the next start completes them
+            shutil.rmtree(tmp_root, ignore_errors=True)
     return results
 
 
-def _commit(tmp_root: Path, out: Path, names: Sequence[str], overwrite: bool) -> None:
-    """Move finished variants into ``out``; the temporary folder is a sibling, so renames are atomic."""
-    if not out.exists():
-        staged = tmp_root / ".out"
-        staged.mkdir()
-        for name in names:
-            os.replace(tmp_root / name, staged / name)
-        os.replace(staged, out)
-        return
-    for name in names:
-        target = out / name
-        if target.exists():
-            if not overwrite:
-                raise PrepareError(f"{target} appeared while preparing. Fix: pass --overwrite or another --out")
-            os.replace(target, tmp_root / f"{name}.old")
-        os.replace(tmp_root / name, target)
+def _staging_prefix(out: Path, prefix: str) -> str:
+    return f".{out.name}{atomic.TEMP_MARK}{prefix}+"
+
+
+def start_output(out: Path, prefix: str, names: Sequence[str], overwrite: bool) -> None:
+    """Before any work: complete a replacement that a killed run left half done, remove a killed run's
+    temporary folder (it holds note text), and check that ``out`` can take the variants ``names``."""
+    out = Path(out)
+    for tmp in atomic.stale_temporaries(out):
+        suffix = tmp.name[len(f".{out.name}{atomic.TEMP_MARK}"):]
+        if not (tmp.name.startswith(_staging_prefix(out, prefix)) or "+" not in suffix):
+            continue  # another --name's run, perhaps still going (no "+": an earlier version's temporary)
+        if (tmp / COMMIT_MARK).is_file():
+            _publish(tmp, out)
+            print(f"note: {out}: completed the replacement that an interrupted run left half done", file=sys.stderr)
+        else:
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            print(f"note: removed {tmp}, the temporary folder of an interrupted run", file=sys.stderr)
+    fix = "pass --out a folder you can write to"
+    if out.exists() and not out.is_dir():
+        raise user_error(out, "--out is a file, not a folder", fix)
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise user_error(parent, "a file stands where --out needs a folder", fix)
+    for folder in (out if out.exists() else parent, parent):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise user_error(folder, "the folder is read-only", fix)
+    existing = [n for n in names if (out / n).exists()]
+    if existing and not overwrite:
+        raise UserError(f"{out}: {', '.join(existing)} already exist(s). Fix: pass --overwrite or another --out")
+
+
+def _publish(tmp_root: Path, out: Path) -> None:
+    """Move the variants staged in ``tmp_root/new`` into ``out``: every old one aside first, then every new
+    one in, so no moment pairs a new variant with an old one. Idempotent, so a killed run's next start
+    completes it; the old variants are deleted only once all new ones are in place."""
+    new, old = tmp_root / "new", tmp_root / "old"
+    if new.is_dir() and not out.exists():
+        os.replace(new, out)
+    elif new.is_dir():
+        pending = sorted(p.name for p in new.iterdir())
+        old.mkdir(exist_ok=True)
+        for name in pending:
+            if (out / name).exists():
+                os.replace(out / name, Path(tempfile.mkdtemp(dir=old)) / name)
+        for name in pending:
+            os.replace(new / name, out / name)
+    shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 # --- command line ---------------------------------------------------------------------------------------
@@ -774,6 +778,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace variant folders that already exist")
     parser.add_argument("--tokenizer", help="Hugging Face tokenizer/model folder of the backbone; enables "
                         "truncation with its chat template (without it, notes are not truncated)")
+    parser.add_argument("--backbone", help="backbone name or YAML (recipes/models/): its tokenizer (or --tokenizer, "
+                        "a local copy), chat template and arguments, checked against its LlamaFactory template first; "
+                        "recorded in stats.json. Prepare each backbone into its own --out, e.g. data/prepared/NAME")
     parser.add_argument("--max-prompt-length", type=int, default=4096,
                         help="verl data.max_prompt_length: prompt tokens incl. chat template (default 4096)")
     parser.add_argument("--hint-reserve", type=int, default=384,
@@ -829,7 +836,18 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in prompts.LABEL_SCOPES]
     if bad or not variants:
-        raise PrepareError(f"--variants {args.variants!r}: expected full and/or top50")
+        raise UserError(f"--variants {args.variants!r}: expected full and/or top50. Fix: pass --variants full,top50")
+    if args.dataset == "generic":
+        dataset = "generic"
+    else:
+        dataset = args.dataset if args.dataset == "mimic3" or args.icd_version == 10 else "mimic4_icd9"
+    prefix = args.name or dataset
+    if not _NAME.fullmatch(prefix):
+        raise UserError(f"--name {show_token(prefix)}: not a plain name. Fix: use letters, digits, '_', '-' and '.'")
+    start_output(args.out, prefix, [f"{prefix}_{v}" for v in variants], args.overwrite)
+    from data_tools.backbone_check import prepare_settings  # --backbone: its tokenizer; templates checked
+
+    backbone_fields = prepare_settings(args)
     if args.dataset == "generic":
         raw, table_splits = load_generic(args.input, args.code_system, report, id_col=args.id_column,
                                          text_col=args.text_column, codes_col=args.codes_column,
@@ -844,7 +862,6 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
                                    args.test_fraction, args.seed)
             splits_path = args.input
             report.info["splits"] = f"random, group-level (seed {args.seed})"
-        dataset = "generic"
     else:
         files = MIMIC3_FILES if args.dataset == "mimic3" else MIMIC4_FILES
         paths = {k: _find_file(args.root, getattr(args, k), [stem, stem.lower(), stem.upper()], f"--{k}")
@@ -857,9 +874,8 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
             raw = load_mimic4(paths["notes"], paths["diagnoses"], paths["procedures"], report, args.icd_version,
                               args.skip_malformed)
         splits = load_splits(splits_path)
-        dataset = args.dataset if args.dataset == "mimic3" or args.icd_version == 10 else "mimic4_icd9"
     settings = TruncationSettings(args.tokenizer, args.max_prompt_length, args.hint_reserve, args.cutoff_len,
-                                  args.enable_thinking, args.num_workers)
+                                  args.enable_thinking, args.num_workers, **backbone_fields)
     return prepare(raw, splits, splits_path, args.out, dataset, name=args.name, variants=variants,
                    min_code_count=args.min_code_count, settings=settings, overwrite=args.overwrite, report=report)
 
@@ -892,13 +908,11 @@ def print_summary(results: dict[str, dict], out: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        results = run(args)
-    except PrepareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_summary(results, args.out)
-    return 0
+
+    def body() -> None:
+        print_summary(run(args), args.out)
+
+    return run_tool("python -m data_tools.prepare", body)
 
 
 if __name__ == "__main__":

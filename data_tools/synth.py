@@ -11,7 +11,9 @@ negated and family-history mentions of codes that do NOT apply, so the task is l
     python -m data_tools.synth --out data/synth --corpus both --n-admissions 2000 --seed 0
 
 Everything is drawn from numpy Generators seeded from ``--seed``: same arguments and code tables give
-the same bytes. Each corpus is written to a temporary folder that is renamed into place at the end.
+the same bytes. Each corpus is written to a temporary folder that is renamed into place at the end; an
+existing corpus is refused before any work unless ``--overwrite`` is given, and a killed run's temporary
+folders are removed by the next run.
 """
 
 from __future__ import annotations
@@ -24,10 +26,8 @@ import io
 import json
 import os
 import re
-import shutil
 import string
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
+
+from data_tools.cli import run_tool
+from llm4icd_plugins import atomic
+from llm4icd_plugins.errors import UserError, user_error
 
 __all__ = [
     "SynthOptions",
@@ -47,6 +51,15 @@ __all__ = [
     "generate_mimic4",
     "main",
 ]
+
+
+class SynthError(UserError, ValueError):
+    """Bad options or output (a ValueError too, for callers of the Python API)."""
+
+
+class OutputExists(SynthError, FileExistsError):
+    """The corpus folder exists and ``overwrite`` was not given."""
+
 
 GENERATOR_VERSION = 1
 MIMIC3_DIR, MIMIC4_DIR = "mimic3", "mimic4"
@@ -138,8 +151,8 @@ class SynthOptions:
     gzip: bool = True
 
     def validate(self) -> None:
-        def bad(flag: str, why: str) -> ValueError:
-            return ValueError(f"synth: {flag} {why}")
+        def bad(flag: str, why: str) -> SynthError:
+            return user_error(None, f"synth: {flag} {why}", f"change {flag}", cls=SynthError)
 
         if self.n_codes < 20:
             raise bad("--n-codes", f"must be >= 20 (got {self.n_codes})")
@@ -259,7 +272,8 @@ def build_vocabulary(system: str, n_codes: int, rng: np.random.Generator, *, hea
         if taken[table] >= len(pools[table]):
             table = dx_table if table == proc_table else proc_table
         if taken[table] >= len(pools[table]):
-            raise ValueError(f"synth: --n-codes {n_codes} is larger than the {system} code tables allow")
+            raise user_error(None, f"synth: --n-codes {n_codes} is larger than the {system} code tables allow",
+                             "lower --n-codes", cls=SynthError)
         ranked.append((pools[table][taken[table]], table))
         taken[table] += 1
         w_all += weights[rank]
@@ -955,17 +969,22 @@ def _write_splits(folder: Path, stem: str, ids: list[int], labels: list[str]) ->
     return feather, csv_path
 
 
-def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move a finished temp folder into place; the old folder is removed only after the swap."""
-    if final.exists():
-        if not overwrite:
-            raise FileExistsError(f"synth: {final} already exists; pass --overwrite (overwrite=True) to replace it")
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
+def _check_out(out_dir: str | os.PathLike, name: str, overwrite: bool) -> Path:
+    """Before any work: remove a killed run's temporary folders, refuse an output in the way."""
+    root = Path(out_dir)
+    for parent in (root, *root.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise user_error(parent, "a file stands where --out needs a folder", "choose another --out",
+                                 cls=SynthError)
+            break
+    final = root / name
+    for stale in atomic.remove_stale_temporaries(final):
+        print(f"note: removed {stale}, the temporary folder of an interrupted run", file=sys.stderr)
+    if final.exists() and not overwrite:
+        raise user_error(final, "the corpus already exists", "pass --overwrite (overwrite=True) to replace it, or "
+                         "choose another --out", cls=OutputExists)
+    return final
 
 
 def _code_rows(a: _Admission, vocab: Vocabulary, kind: str):
@@ -1042,13 +1061,6 @@ def _code_counts(adms: list[_Admission], vocabs: dict[str, Vocabulary]) -> dict[
     return counts
 
 
-def _prepare_out(out_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-    return root / name, tmp
-
-
 def generate_mimic3(out_dir: str | os.PathLike, n_admissions: int = 2000, seed: int = 0, *,
                     options: SynthOptions | None = None, overwrite: bool = False, progress: bool = False,
                     **option_overrides) -> dict[str, Path]:
@@ -1059,13 +1071,10 @@ def generate_mimic3(out_dir: str | os.PathLike, n_admissions: int = 2000, seed: 
     ``option_overrides`` are ``SynthOptions`` fields (e.g. ``gzip=False``, ``n_codes=300``).
     """
     opts = _options(options, option_overrides)
-    final, tmp = _prepare_out(out_dir, MIMIC3_DIR)
-    try:
+    _check_n(n_admissions)
+    final = _check_out(out_dir, MIMIC3_DIR, overwrite)
+    with atomic.atomic_dir(final) as tmp:
         paths = _generate_mimic3_into(tmp, final, n_admissions, seed, opts, progress)
-        _publish(tmp, final, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return paths
 
 
@@ -1081,7 +1090,8 @@ def _options(options: SynthOptions | None, overrides: dict) -> SynthOptions:
 
 def _check_n(n_admissions: int) -> None:
     if not isinstance(n_admissions, (int, np.integer)) or n_admissions < 1:
-        raise ValueError(f"synth: --n-admissions must be a positive integer (got {n_admissions!r})")
+        raise user_error(None, f"synth: --n-admissions must be a positive integer (got {n_admissions!r})",
+                         "pass --n-admissions 1 or more", cls=SynthError)
 
 
 def _generate_mimic3_into(tmp: Path, final: Path, n_admissions: int, seed: int, opts: SynthOptions,
@@ -1181,13 +1191,10 @@ def generate_mimic4(out_dir: str | os.PathLike, n_admissions: int = 2000, seed: 
     subjects have ICD-9-coded admissions (``icd_version`` 9), which the ICD-10 split file leaves out.
     """
     opts = _options(options, option_overrides)
-    final, tmp = _prepare_out(out_dir, MIMIC4_DIR)
-    try:
+    _check_n(n_admissions)
+    final = _check_out(out_dir, MIMIC4_DIR, overwrite)
+    with atomic.atomic_dir(final) as tmp:
         paths = _generate_mimic4_into(tmp, final, n_admissions, seed, opts, progress)
-        _publish(tmp, final, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return paths
 
 
@@ -1328,26 +1335,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_tool("python -m data_tools.synth", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> None:
     fields = set(SynthOptions().__dict__)
     overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if k in fields}
-    try:
-        opts = _options(None, overrides)
-        _check_n(args.n_admissions)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    opts = _options(None, overrides)
+    _check_n(args.n_admissions)
     corpora = ("mimic3", "mimic4") if args.corpus == "both" else (args.corpus,)
+    for corpus in corpora:  # both outputs checked before either is written
+        _check_out(args.out, MIMIC3_DIR if corpus == "mimic3" else MIMIC4_DIR, args.overwrite)
     for corpus in corpora:
         gen = generate_mimic3 if corpus == "mimic3" else generate_mimic4
         t0 = time.perf_counter()
-        try:
-            paths = gen(args.out, args.n_admissions, args.seed, options=opts, overwrite=args.overwrite,
-                        progress=not args.no_progress)
-        except (FileExistsError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        paths = gen(args.out, args.n_admissions, args.seed, options=opts, overwrite=args.overwrite,
+                    progress=not args.no_progress)
         _print_summary(paths, time.perf_counter() - t0)
-    return 0
 
 
 def _print_summary(paths: dict[str, Path], seconds: float) -> None:

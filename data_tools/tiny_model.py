@@ -8,6 +8,9 @@ for ``arch="qwen3"``), so LlamaFactory's built-in ``qwen`` / ``qwen3`` templates
 verl and vLLM all see the same prompts. The output folder loads with ``HF_HUB_OFFLINE=1``.
 
     python -m data_tools.tiny_model --out outputs/tiny-qwen2 --synthetic
+
+The folder is built next to ``--out`` and moved into place when complete; an existing one is replaced only
+with ``--overwrite``. Training texts (perhaps notes) are never printed.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from data_tools.cli import add_output_arguments, run_tool
+from llm4icd_plugins import atomic
+from llm4icd_plugins.errors import UserError, user_error
 
 ARCHS = ("qwen2", "qwen3")
 HEAD_DIM = 64
@@ -33,6 +39,10 @@ ANSWER_TOKENS = ("<code>", "</code>")
 """Single tokens in the tiny vocabulary so a few-minute CPU SFT learns the answer format; real Qwen
 tokenizers split them into pieces, which costs a real backbone nothing."""
 SPECIAL_TOKENS = (PAD_TOKEN, IM_START, IM_END)
+
+
+class TinyModelError(UserError, ValueError):
+    """Bad input or settings for the tiny model (a ValueError too, for callers of the Python API)."""
 QWEN25_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 # Qwen2's pre-tokenisation regex (a fact about its tokenizer): letters run together, each digit alone.
@@ -163,19 +173,22 @@ def read_text_files(paths: Sequence[str | os.PathLike]) -> list[str]:
     texts: list[str] = []
     for path in map(Path, paths):
         if not path.is_file():
-            raise FileNotFoundError(f"--texts: {path} does not exist or is not a file")
-        if path.suffix == ".jsonl":
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        texts.extend(_strings(json.loads(line)))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}); "
-                                         "give one JSON object per line or a plain text file") from None
-        else:
-            texts.append(path.read_text(encoding="utf-8"))
+            raise user_error(path, "--texts: no such file", "pass existing text or .jsonl files", cls=TinyModelError)
+        lineno = 0
+        try:
+            if path.suffix == ".jsonl":
+                with path.open(encoding="utf-8") as fh:
+                    for lineno, line in enumerate(fh, 1):
+                        if line.strip():
+                            texts.extend(_strings(json.loads(line)))
+            else:
+                texts.append(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise user_error(path, f"not valid JSON ({err.msg})", "give one JSON object per line or a plain text file",
+                             line=lineno, cls=TinyModelError) from None
+        except UnicodeDecodeError:
+            raise user_error(path, "the file is not UTF-8 text", "convert it to UTF-8",
+                             line=lineno + 1 if path.suffix == ".jsonl" else None, cls=TinyModelError) from None
     return texts
 
 
@@ -237,10 +250,10 @@ def train_tokenizer(texts: Sequence[str], out_dir: str | os.PathLike, vocab_size
     _check_arch(arch)
     texts = [t for t in texts if t]
     if not texts:
-        raise ValueError("train_tokenizer: no texts to train on; pass --texts FILES or --synthetic")
+        raise TinyModelError("train_tokenizer: no texts to train on. Fix: pass --texts FILES or --synthetic")
     if vocab_size < 512:
-        raise ValueError(f"train_tokenizer: vocab_size={vocab_size} is below the 259 byte/special "
-                         "tokens plus room for merges; use at least 512")
+        raise TinyModelError(f"train_tokenizer: --vocab-size {vocab_size} is below the 259 byte/special tokens plus "
+                             "room for merges. Fix: use at least 512")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fast = PreTrainedTokenizerFast(
@@ -272,14 +285,28 @@ def _set_tokenizer_class(out_dir: Path) -> None:
 
 def _check_arch(arch: str) -> None:
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+        raise TinyModelError(f"unknown arch {arch!r}. Fix: use one of {', '.join(ARCHS)}")
+
+
+def check_out(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """Before any work: remove a killed run's temporary folders and refuse an output in the way."""
+    out_dir = Path(out_dir)
+    for stale in atomic.remove_stale_temporaries(out_dir):
+        print(f"note: removed {stale}, the temporary folder of an interrupted run", file=sys.stderr)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise user_error(out_dir, "--out is a file, not a folder", "choose another --out", cls=TinyModelError)
+    if out_dir.exists() and not overwrite:
+        raise user_error(out_dir, "the output exists", "pass --overwrite to replace it, or choose another --out",
+                         cls=TinyModelError)
+    return out_dir
 
 
 def build_tiny_model(out_dir: str | os.PathLike, texts: Sequence[str], *, arch: str = "qwen2",
                      layers: int = 2, hidden: int = 128, heads: int | None = None, kv_heads: int = 1,
                      intermediate: int | None = None, vocab_size: int = 4096,
                      max_position_embeddings: int = 8192, seed: int = 0, pretrain_steps: int = 0,
-                     pretrain_seq_len: int = 256, pretrain_batch: int = 8, pretrain_lr: float = 3e-3) -> Path:
+                     pretrain_seq_len: int = 256, pretrain_batch: int = 8, pretrain_lr: float = 3e-3,
+                     overwrite: bool = False) -> Path:
     """Train the tokenizer on ``texts`` and save it with a randomly initialised tiny Qwen model.
 
     ``heads`` defaults to ``hidden // 64`` (head dim 64, which vLLM's CPU attention supports);
@@ -287,22 +314,21 @@ def build_tiny_model(out_dir: str | os.PathLike, texts: Sequence[str], *, arch: 
     ``pretrain_steps`` > 0 first trains the whole model as a plain language model on ``texts`` (random
     windows of ``pretrain_seq_len`` tokens), so that LoRA SFT starts from a base that knows the
     corpus, as with a real backbone; 0 keeps random weights (fast, for tests).
-    The folder is written next to ``out_dir`` and moved into place only when complete.
+    The folder is written next to ``out_dir`` and moved into place only when complete; an existing
+    ``out_dir`` is replaced only with ``overwrite``.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
-
     _check_arch(arch)
     heads = heads if heads is not None else hidden // HEAD_DIM
     if heads < 1 or hidden != heads * HEAD_DIM:
-        raise ValueError(f"hidden={hidden} with heads={heads}: head dim must be {HEAD_DIM} "
-                         f"(vLLM CPU attention); use hidden = heads * {HEAD_DIM}")
-    if heads % kv_heads:
-        raise ValueError(f"heads={heads} is not a multiple of kv_heads={kv_heads}")
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+        raise TinyModelError(f"--hidden {hidden} with {heads} heads: head dim must be {HEAD_DIM} (vLLM CPU "
+                             f"attention). Fix: use --hidden = heads * {HEAD_DIM}")
+    if kv_heads < 1 or heads % kv_heads:
+        raise TinyModelError(f"heads={heads} is not a multiple of kv_heads={kv_heads}. Fix: change --kv-heads")
+    out_dir = check_out(out_dir, overwrite)
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    with atomic.atomic_dir(out_dir) as tmp:
         tokenizer = train_tokenizer(texts, tmp, vocab_size=vocab_size, arch=arch)
         config = _model_config(arch, tokenizer, layers=layers, hidden=hidden, heads=heads,
                                kv_heads=kv_heads, intermediate=intermediate or 2 * hidden,
@@ -317,12 +343,6 @@ def build_tiny_model(out_dir: str | os.PathLike, texts: Sequence[str], *, arch: 
             pad_token_id=config.pad_token_id, do_sample=False)
         model.save_pretrained(tmp, safe_serialization=True)
         _make_readable(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -339,8 +359,8 @@ def pretrain(model, tokenizer, texts: Sequence[str], *, steps: int, seq_len: int
     ids = [i for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"] for i in (*ids, eot)]
     stream = torch.tensor(ids, dtype=torch.long)
     if len(stream) <= seq_len + 1:
-        raise ValueError(f"pretraining needs more than {seq_len + 1} tokens of text, got {len(stream)}; "
-                         "give more texts or a smaller pretrain_seq_len")
+        raise TinyModelError(f"pretraining needs more than {seq_len + 1} tokens of text, got {len(stream)}. "
+                             "Fix: give more texts or a smaller --pretrain-seq-len")
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
@@ -397,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Build a tiny Qwen-architecture model (random or briefly pretrained weights) and a BPE tokenizer trained "
                     "locally on clinical-style texts; the folder loads in transformers, LlamaFactory, "
                     "verl and vLLM (CPU) without a model hub.")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (replaced if it exists)")
+    add_output_arguments(parser, "the model folder")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--texts", nargs="+", metavar="FILE",
                      help="training texts for the tokenizer: .jsonl files (every string value, e.g. "
@@ -427,28 +447,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pretrain-batch", type=int, default=8, help="windows per pretraining step (8)")
     parser.add_argument("--pretrain-lr", type=float, default=3e-3, help="pretraining learning rate, linear decay (3e-3)")
     args = parser.parse_args(argv)
+    return run_tool("python -m data_tools.tiny_model", lambda: _run(args))
 
+
+def _run(args: argparse.Namespace) -> None:
+    check_out(args.out, args.overwrite)
     if args.texts:
         texts = read_text_files(args.texts)
     elif args.synthetic:
         texts = synthetic_texts(args.n_admissions, seed=args.seed)
     else:
         texts = builtin_texts()
-    try:
-        out = build_tiny_model(args.out, texts, arch=args.arch, layers=args.layers, hidden=args.hidden,
-                               kv_heads=args.kv_heads, intermediate=args.intermediate,
-                               vocab_size=args.vocab_size, max_position_embeddings=args.max_positions,
-                               seed=args.seed, pretrain_steps=args.pretrain_steps,
-                               pretrain_seq_len=args.pretrain_seq_len, pretrain_batch=args.pretrain_batch,
-                               pretrain_lr=args.pretrain_lr)
-    except ValueError as err:
-        parser.error(str(err))
+    out = build_tiny_model(args.out, texts, arch=args.arch, layers=args.layers, hidden=args.hidden,
+                           kv_heads=args.kv_heads, intermediate=args.intermediate,
+                           vocab_size=args.vocab_size, max_position_embeddings=args.max_positions,
+                           seed=args.seed, pretrain_steps=args.pretrain_steps,
+                           pretrain_seq_len=args.pretrain_seq_len, pretrain_batch=args.pretrain_batch,
+                           pretrain_lr=args.pretrain_lr, overwrite=args.overwrite)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     n_params = _count_params(out)
     print(f"tiny {args.arch} model → {out}: {config['num_hidden_layers']} layers, hidden "
           f"{config['hidden_size']}, vocab {config['vocab_size']}, {n_params:,} parameters, "
           f"tokenizer trained on {len(texts)} texts")
-    return 0
 
 
 def _count_params(model_dir: Path) -> int:

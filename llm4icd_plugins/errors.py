@@ -7,6 +7,7 @@ with `EXIT_USER_ERROR` after printing the message alone, never a traceback.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +58,16 @@ def user_error(path: str | Path | None, problem: str, fix: str, *, row: int | No
         where.append(f"column '{column}'")
     prefix = ", ".join(where)
     return cls(f"{prefix}: {problem}. Fix: {fix}" if prefix else f"{problem}. Fix: {fix}")
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9._\-]+")
+
+
+def show_token(value: Any, max_len: int = 16) -> str:
+    """`repr` of a short code- or id-like token (letters, digits, '.', '_', '-'), else `describe(value)`.
+
+    Codes and ids help a user find a bad row; anything longer, or with spaces, may be note text.
+    """
+    if isinstance(value, str) and len(value) <= max_len and _TOKEN.fullmatch(value):
+        return repr(value)
+    return describe(value)

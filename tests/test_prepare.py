@@ -5,6 +5,7 @@ that leave no output behind."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from data_tools import prepare
 from data_tools.synth import generate_mimic3, generate_mimic4
 from llm4icd_plugins import prompts
 from llm4icd_plugins.codes import load_code_system, load_label_space, mimic3_top50_codes
+from llm4icd_plugins.errors import UserError
 from llm4icd_plugins.normalize import format_code, table_of_canonical
 
 N_ADMISSIONS = 500
@@ -298,6 +300,98 @@ def test_unreadable_file_and_existing_output(raw, tmp_path, capsys):
     assert not (out / "mimic3_top50").exists() and not any((out / "mimic3_full").iterdir())
 
 
+# --- hostile input: nothing corrupted silently -------------------------------------------------------------
+
+def _single_note_admissions(notes: pd.DataFrame) -> pd.DataFrame:
+    """Discharge-summary rows of admissions that have exactly one."""
+    ds = notes[notes["CATEGORY"].str.strip() == "Discharge summary"]
+    counts = ds["HADM_ID"].value_counts()
+    return ds[ds["HADM_ID"].isin(counts[counts == 1].index)]
+
+
+def test_blank_empty_and_iserror_notes_are_dropped_and_counted(small_raw, tmp_path, capsys):
+    root = _copy_mimic3(small_raw, tmp_path / "m3")
+    notes = pd.read_csv(root / "NOTEEVENTS.csv.gz", dtype=str, keep_default_na=False)
+    single = _single_note_admissions(notes)
+    blank, empty, flagged = single.index[:3], single.index[3:5], single.index[5:7]
+    notes.loc[blank, "TEXT"] = " \n\t  "
+    notes.loc[empty, "TEXT"] = ""
+    notes.loc[flagged, "ISERROR"] = "1"
+    notes.to_csv(root / "NOTEEVENTS.csv.gz", index=False)
+    out = tmp_path / "out"
+    assert _run(["mimic3", "--root", root, "--out", out, "--variants", "full"]) == 0, capsys.readouterr().err
+    dropped = json.loads((out / "mimic3_full" / "stats.json").read_text())["dropped"]
+    assert dropped["NOTEEVENTS.csv.gz: discharge notes with empty or whitespace-only text"] == 5
+    is_ds = notes["CATEGORY"].str.strip() == "Discharge summary"
+    assert dropped["NOTEEVENTS: discharge summaries flagged ISERROR"] == int((is_ds & notes["ISERROR"].eq("1")).sum())
+    gone = set(notes.loc[blank.union(empty).union(flagged), "HADM_ID"])
+    in_split = gone & set(pd.read_feather(root / "mimiciii_clean_splits.feather")["_id"].astype(str))
+    assert in_split
+    key = "admissions in the split file whose discharge summaries are all empty or flagged ISERROR"
+    assert dropped[key] == len(in_split)
+    examples = _examples(out, "mimic3_full")
+    assert not set(examples["id"]) & gone
+    assert examples["text"].str.strip().str.len().min() > 0
+
+
+def test_duplicate_note_rows_are_kept_once(small_raw, tmp_path, capsys):
+    root = _copy_mimic3(small_raw, tmp_path / "m3")
+    notes = pd.read_csv(root / "NOTEEVENTS.csv.gz", dtype=str, keep_default_na=False)
+    twice = _single_note_admissions(notes).head(4)
+    pd.concat([notes, twice]).to_csv(root / "NOTEEVENTS.csv.gz", index=False)
+    out = tmp_path / "out"
+    assert _run(["mimic3", "--root", root, "--out", out, "--variants", "full"]) == 0, capsys.readouterr().err
+    dropped = json.loads((out / "mimic3_full" / "stats.json").read_text())["dropped"]
+    assert dropped["NOTEEVENTS.csv.gz: duplicate discharge notes (same admission and text; kept once)"] == 4
+    texts = _examples(out, "mimic3_full").set_index("id")["text"]
+    checked = [h for h in twice["HADM_ID"] if h in texts.index]
+    assert checked
+    for hadm, text in zip(twice["HADM_ID"], twice["TEXT"]):
+        if hadm in texts.index:
+            assert texts[hadm] == text.lower().strip()
+
+
+@pytest.mark.parametrize("damage", ["cut_inside_code", "cut_row_short", "stray_quote"])
+def test_damaged_code_table_is_refused(small_raw, tmp_path, capsys, damage):
+    root = _copy_mimic3(small_raw, tmp_path / "m3")
+    import gzip
+
+    data = gzip.decompress((root / "DIAGNOSES_ICD.csv.gz").read_bytes()).decode()
+    if damage == "cut_inside_code":
+        data = data.rstrip("\n")[:-2]
+    elif damage == "cut_row_short":
+        data = data.rstrip("\n").rsplit(",", 1)[0] + "\n"
+    else:
+        lines = data.split("\n")
+        lines[7] = lines[7].replace(",", ',"x', 1)
+        data = "\n".join(lines)
+    (root / "DIAGNOSES_ICD.csv.gz").write_bytes(gzip.compress(data.encode()))
+    needles = {"cut_inside_code": "line break", "cut_row_short": "fields", "stray_quote": "row 7"}
+    _assert_fails_cleanly(["mimic3", "--root", root], tmp_path / "out", capsys, "DIAGNOSES_ICD.csv.gz",
+                          needles[damage])
+
+
+def test_output_is_checked_before_the_work(small_raw, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert _run(["mimic3", "--root", tmp_path / "no-such-root", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert str(tmp_path / "file") in err and "--out" in err and "no-such-root" not in err, err
+    assert (tmp_path / "file").read_text() == "x"
+
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_read_only_output_is_refused_before_the_work(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert _run(["mimic3", "--root", tmp_path / "no-such-root", "--out", locked / "out"]) == 2
+        assert "read-only" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o755)
+
 # --- generic input ----------------------------------------------------------------------------------------
 
 def test_generic_table_inputs(prepared, tmp_path):
@@ -332,7 +426,7 @@ def test_generic_table_inputs(prepared, tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     table.assign(codes=[["NOT-A-CODE"]] * len(table)).head(3).to_json(bad, orient="records", lines=True)
-    with pytest.raises(prepare.PrepareError, match=r"bad.jsonl, row 1 .*NOT-A-CODE"):
+    with pytest.raises(UserError, match=r"bad.jsonl, row 1 .*NOT-A-CODE"):
         prepare.run(prepare.build_parser().parse_args(["generic", "--input", str(bad), "--code-system", "icd10",
                                                        "--out", str(tmp_path / "x")]))
 

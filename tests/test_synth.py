@@ -354,6 +354,22 @@ def test_existing_output_needs_overwrite_and_failures_leave_nothing(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mimic3"]
 
 
+def test_outputs_are_checked_before_any_work(tmp_path, capsys):
+    stale = tmp_path / ".mimic3.tmp-killed"  # what a killed run leaves beside the output
+    stale.mkdir()
+    (stale / "NOTEEVENTS.csv").write_text("partial")
+    (tmp_path / "mimic4").mkdir()
+    args = ["--out", str(tmp_path), "--n-admissions", "20", "--no-progress"]
+    assert synth.main(args) == 2  # mimic4 exists: refused before mimic3 is written
+    assert "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mimic4"]
+    (tmp_path / "file").write_text("x")
+    assert synth.main(["--out", str(tmp_path / "file" / "sub"), "--n-admissions", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "Fix:" in err and str(tmp_path / "file") in err
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_bad_options_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="--dx-per-admission"):
         synth.generate_mimic3(tmp_path, 10, dx_per_admission=(5, 2))

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from data_tools import tiny_model
+from llm4icd_plugins.errors import UserError
 
 VLLM_CPU_HEAD_DIMS = {32, 64, 80, 96, 112, 128, 160, 192, 224, 256}
 DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -152,10 +153,27 @@ def test_cli_reads_sharegpt_jsonl(tmp_path, capsys):
 def test_cli_bad_jsonl_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{not json\n')
-    with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
+    with pytest.raises(UserError, match=r"bad\.jsonl, line 2: not valid JSON"):
         tiny_model.read_text_files([bad])
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
+    with pytest.raises(UserError, match="missing.txt"):
         tiny_model.read_text_files([tmp_path / "missing.txt"])
+
+
+def test_existing_output_is_refused_before_any_work(tmp_path, tiny_texts, capsys):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    stale = tmp_path / ".model.tmp-killed"  # what a killed run leaves beside the output
+    stale.mkdir()
+    with pytest.raises(UserError, match="--overwrite"):
+        tiny_model.build_tiny_model(out, tiny_texts)
+    assert not stale.exists()
+    assert tiny_model.main(["--out", str(out), "--texts", str(tmp_path / "absent.jsonl")]) == 2
+    assert "--overwrite" in capsys.readouterr().err  # the output is checked before the texts are read
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    built = tiny_model.build_tiny_model(out, tiny_texts, layers=1, vocab_size=600, overwrite=True)
+    assert sorted(p.name for p in built.iterdir()) != ["keep.txt"] and not (out / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_pretraining_lowers_the_loss_and_repeats(tiny_texts, tiny_tokenizer_dir):
