@@ -10,6 +10,9 @@ negated and family-history mentions of codes that do NOT apply, so the task is l
 
     python -m data_tools.synth --out data/synth --corpus both --n-admissions 2000 --seed 0
 
+``--label-profile longtail`` (``data_tools.synth_longtail``) writes a MIMIC-III corpus with hundreds of
+trainable codes and evidence graded named / synonym / implied instead; the default profile is unchanged.
+
 Everything is drawn from numpy Generators seeded from ``--seed``: same arguments and code tables give
 the same bytes. Each corpus is written to a temporary folder that is renamed into place at the end; an
 existing corpus is refused before any work unless ``--overwrite`` is given, and a killed run's temporary
@@ -1290,6 +1293,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="output folder; corpora go to OUT/mimic3 and OUT/mimic4")
     p.add_argument("--corpus", choices=("mimic3", "mimic4", "both"), default="both", help="which corpus to write")
+    p.add_argument("--label-profile", choices=("default", "longtail"), default="default",
+                   help="longtail (MIMIC-III only): a Full label space of hundreds of trainable codes, ~12 codes "
+                        "per note, each code's evidence named, only a synonym/abbreviation, or only implied by a "
+                        "medication or device (written to synth_evidence.csv); where not given, --n-codes 600, "
+                        "--zipf-exponent 0.7, --dx-per-admission 8 12, --proc-per-admission 1 3")
     p.add_argument("--n-admissions", type=int, default=2000, help="admissions per corpus (patients have 1-5 each)")
     p.add_argument("--n-codes", type=int, default=d.n_codes,
                    help="size of the sampled code vocabulary (diagnoses + procedures) per code system; MIMIC-III "
@@ -1334,13 +1342,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_tool("python -m data_tools.synth", lambda: _run(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = _given(parser, sys.argv[1:] if argv is None else argv)
+    return run_tool("python -m data_tools.synth", lambda: _run(args, given))
 
 
-def _run(args: argparse.Namespace) -> None:
+def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """Destinations of the options written on the command line (so a profile can default the others)."""
+    flags = {str(tok).split("=", 1)[0] for tok in argv if str(tok).startswith("--") and len(str(tok)) > 2}
+    return {a.dest for a in parser._actions if any(o.startswith(f) for o in a.option_strings for f in flags)}
+
+
+def _run(args: argparse.Namespace, given: set[str] = frozenset()) -> None:
     fields = set(SynthOptions().__dict__)
     overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if k in fields}
+    if args.label_profile == "longtail":
+        from data_tools import synth_longtail
+
+        if args.corpus != "mimic3":
+            raise user_error(None, "synth: --label-profile longtail writes a MIMIC-III corpus only",
+                             "pass --corpus mimic3", cls=SynthError)
+        overrides.update({k: v for k, v in synth_longtail.LONGTAIL_DEFAULTS.items() if k not in given})
     opts = _options(None, overrides)
     _check_n(args.n_admissions)
     corpora = ("mimic3", "mimic4") if args.corpus == "both" else (args.corpus,)
@@ -1348,6 +1371,8 @@ def _run(args: argparse.Namespace) -> None:
         _check_out(args.out, MIMIC3_DIR if corpus == "mimic3" else MIMIC4_DIR, args.overwrite)
     for corpus in corpora:
         gen = generate_mimic3 if corpus == "mimic3" else generate_mimic4
+        if args.label_profile == "longtail":
+            gen = synth_longtail.generate_mimic3_longtail
         t0 = time.perf_counter()
         paths = gen(args.out, args.n_admissions, args.seed, options=opts, overwrite=args.overwrite,
                     progress=not args.no_progress)

@@ -420,3 +420,150 @@ def test_clinical_name_and_mention_forms():
     forms = synth.mention_forms("Congestive heart failure, unspecified")
     assert forms[0] == "Congestive heart failure, unspecified" and "CHF" in forms
     assert "HTN" in synth.mention_forms("Unspecified essential hypertension")
+
+
+# ---------------------------------------------------------------------------------------------
+# Long-tail label profile (data_tools.synth_longtail)
+# ---------------------------------------------------------------------------------------------
+from data_tools import synth_longtail  # noqa: E402
+
+NLT = 900  # the ladder's corpus size
+# sha256 over the files (path + bytes, feather files left out) of the default profile's corpora below, computed
+# with data_tools/synth.py as committed before the long-tail profile was added (bdddcf0).
+DEFAULT_MIMIC3_DIGEST = "2904cf0f7d7e5521f60c746d08026d022b670a90ef3f8f4b08db5dbf9a866dcb"
+DEFAULT_MIMIC4_DIGEST = "5434906328e3f75aa08899a0d556a1da712e0dc25f3f6808a7308239b701e6fc"
+
+
+@pytest.fixture(scope="module")
+def lt(tmp_path_factory) -> dict[str, Path]:
+    return synth_longtail.generate_mimic3_longtail(tmp_path_factory.mktemp("longtail"), NLT, seed=11, gzip=False)
+
+
+def _train_counts(paths) -> Counter:
+    """Occurrences per code among training admissions with a note, read from the raw tables and split file."""
+    _, dx, proc = _m3_tables(paths)
+    split = pd.read_csv(paths["splits_csv"])
+    train = set(split.loc[split["split"] == "train", "_id"].astype(int))
+    gold = _m3_gold(dx, proc)
+    return Counter(c for hadm, codes in gold.items() if hadm in train for c in codes)
+
+
+def test_longtail_has_hundreds_of_trainable_codes_on_a_zipf_curve(lt):
+    counts = _train_counts(lt)
+    freq = np.array(sorted(counts.values(), reverse=True), dtype=float)
+    assert (freq >= 10).sum() >= 200  # the Full label space of the ladder's corpus
+    assert len(freq) >= 500
+    ranks = np.arange(1, len(freq) + 1)
+    head = freq >= 5
+    slope = np.polyfit(np.log(ranks[head]), np.log(freq[head]), 1)[0]
+    assert -2.0 < slope < -0.5, slope  # Zipf-like, not flat and not a cliff
+    assert freq[0] > 10 * np.median(freq)
+    # Top-50 (Mullenbach's list) is a small part of the Full label space, at its head.
+    top50 = set(mimic3_top50_codes())
+    trainable = {c for c, k in counts.items() if k >= 10}
+    assert len(trainable - top50) >= 150
+    assert len(top50 & {c for c, _ in counts.most_common(100)}) >= 35
+
+
+def test_longtail_codes_per_note_as_in_mimic(lt):
+    notes, dx, proc = _m3_tables(lt)
+    gold = _m3_gold(dx, proc)
+    with_note = set(_m3_texts(notes))
+    sizes = np.array([len(codes) for hadm, codes in gold.items() if hadm in with_note and codes])
+    assert 10 <= sizes.mean() <= 15, sizes.mean()
+    assert sizes.min() >= 8 and sizes.max() <= 16
+
+
+def test_longtail_evidence_is_in_each_note_at_its_grade(lt):
+    notes, dx, proc = _m3_tables(lt)
+    texts = {h: t.lower() for h, t in _m3_texts(notes).items()}
+    gold = _m3_gold(dx, proc)
+    ev = pd.read_csv(lt["evidence"], dtype={"CODE": str}, keep_default_na=False)
+    assert list(ev.columns) == ["HADM_ID", "CODE", "GRADE", "EVIDENCE"]
+    cs = load_code_system("icd9")
+    # Exactly one evidence row per gold code of every admission with a note.
+    rows = {(int(h), c): (g, e) for h, c, g, e in ev[["HADM_ID", "CODE", "GRADE", "EVIDENCE"]].itertuples(index=False)}
+    assert len(rows) == len(ev)
+    expected = {(h, c) for h, codes in gold.items() if h in texts for c in codes}
+    assert set(rows) == expected
+    lines = {(t.lower(), c): dose for t, dose, c in synth_longtail.IMPLIED}
+    leaked = 0
+    for (hadm, code), (grade, form) in rows.items():
+        text, description = texts[hadm], cs.description(code).lower()
+        assert form.lower() in text, (hadm, code, grade)
+        if grade == "named":
+            assert form.lower() == description
+        elif grade == "synonym":
+            assert description not in form.lower() and synth.clinical_name(description) not in form.lower()
+            leaked += description in text
+        else:
+            assert grade == "implied" and (form.lower(), code) in lines, (hadm, code)
+            leaked += description in text
+    assert leaked <= 0.01 * len(rows), leaked  # the description of a harder-graded code is (almost) never written
+    share = ev["GRADE"].value_counts(normalize=True)
+    assert set(share.index) == set(synth_longtail.GRADES) and share.min() > 0.05, share.to_dict()
+    # A trigger's medication line or device sentence appears only in notes of admissions with its code.
+    for (trigger, code), dose in lines.items():
+        line = f"{trigger} {dose.lower()}" if not dose.endswith(".") else dose.lower()
+        for hadm, text in texts.items():
+            if line in text:
+                assert code in gold.get(hadm, ()), (trigger, code)
+
+
+def test_longtail_keeps_negations_and_addenda(lt):
+    notes, dx, proc = _m3_tables(lt)
+    gold = _m3_gold(dx, proc)
+    man = _manifest(lt)
+    assert man["label_profile"] == "longtail" and man["options"]["n_codes"] == 600
+    negated = [(int(h), c) for h, info in man["admissions"].items() for c in info["negated"]]
+    assert len(negated) >= NLT and all(c not in gold.get(h, ()) for h, c in negated)
+    texts = _m3_texts(notes)
+    cue = re.compile(r"no evidence of|denies|ruled out|negative for|no signs of|workup for", re.IGNORECASE)
+    assert sum(bool(cue.search(t)) for t in texts.values()) > 0.9 * len(texts)
+    assert (notes["DESCRIPTION"] == "Addendum").sum() > 0 and (notes["CATEGORY"] != "Discharge summary").sum() > 0
+
+
+def test_longtail_deterministic_and_default_profile_unchanged(tmp_path):
+    import hashlib
+
+    def digest(root: Path) -> str:
+        h = hashlib.sha256()
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and p.suffix != ".feather":  # the feather bytes depend on the pyarrow version
+                h.update(str(p.relative_to(root)).encode())
+                h.update(p.read_bytes())
+        return h.hexdigest()
+
+    a = synth_longtail.generate_mimic3_longtail(tmp_path / "a", 60, seed=4)
+    b = synth_longtail.generate_mimic3_longtail(tmp_path / "b", 60, seed=4)
+    c = synth_longtail.generate_mimic3_longtail(tmp_path / "c", 60, seed=5)
+    assert digest(a["root"]) == digest(b["root"]) != digest(c["root"])
+    # Digests of the default profile computed with the generator before the long-tail profile existed.
+    m3 = synth.generate_mimic3(tmp_path / "d", 120, seed=3, n_codes=60)
+    m4 = synth.generate_mimic4(tmp_path / "e", 80, seed=3, gzip=False)
+    assert digest(m3["root"]) == DEFAULT_MIMIC3_DIGEST
+    assert digest(m4["root"]) == DEFAULT_MIMIC4_DIGEST
+
+
+def test_longtail_cli(tmp_path, capsys):
+    assert synth.main(["--out", str(tmp_path), "--label-profile", "longtail", "--corpus", "both"]) == 2
+    assert "--corpus mimic3" in capsys.readouterr().err
+    rc = synth.main(["--out", str(tmp_path), "--corpus", "mimic3", "--label-profile", "longtail", "--n-admissions",
+                     "30", "--n-cod=300", "--no-gzip", "--no-progress"])
+    assert rc == 0 and "mimic3: wrote" in capsys.readouterr().out
+    man = json.loads((tmp_path / "mimic3" / synth.MANIFEST).read_text())
+    assert man["label_profile"] == "longtail" and man["options"]["n_codes"] == 300
+    assert man["options"]["dx_per_admission"] == [8, 12] and len(man["vocabulary"]["icd9"]) == 300
+    assert (tmp_path / "mimic3" / synth_longtail.EVIDENCE_FILE).exists()
+
+
+def test_longtail_prepares_into_a_full_label_space_apart_from_top50(lt, tmp_path):
+    from data_tools import prepare
+
+    out = tmp_path / "data"
+    assert prepare.main(["mimic3", "--root", str(lt["root"]), "--out", str(out), "--variants", "full,top50"]) == 0
+    full = json.loads((out / "mimic3_full" / "stats.json").read_text())
+    top50 = json.loads((out / "mimic3_top50" / "stats.json").read_text())
+    assert top50["n_labels"] == 50 and full["n_labels"] >= 300
+    assert 9 <= full["splits"]["train"]["codes_per_note"]["mean"] <= 15
+    assert top50["splits"]["train"]["codes_per_note"]["mean"] < 0.6 * full["splits"]["train"]["codes_per_note"]["mean"]
