@@ -4,7 +4,8 @@ Input: a JSONL file, one object per document: ``{"id", "gold": [codes], "pred": 
 ``"response"`` instead of ``"pred"``, parsed with ``llm4icd_plugins.parsing`` (the reward's parser); when a
 line has both (``data_tools.infer`` output), the response is parsed.
 Output, written atomically into ``--output-dir``: ``metrics.json`` (with bootstrap intervals, the no-span
-and hallucination rates), ``per_code.csv`` and ``summary.md``; with training frequencies (``--data`` or
+and hallucination rates, category-level scores and near misses: ``llm4icd_plugins.hierarchy_metrics``),
+``per_code.csv`` and ``summary.md``; with training frequencies (``--data`` or
 ``--train-frequencies``) also ``buckets.csv``, ``f1_vs_frequency.png`` and ``buckets.png``. ``--compare``
 puts several runs into the layout of the paper's Tables 1-2 (``comparison.md`` / ``comparison.csv``).
 Response text is never printed, logged or written (it may echo the note).
@@ -27,9 +28,10 @@ from tqdm import tqdm
 
 from data_tools.cli import exit_with, run_tool
 from llm4icd_plugins import atomic
+from llm4icd_plugins.bootstrap import bootstrap_ci
 from llm4icd_plugins.errors import UserError, describe, user_error
-from llm4icd_plugins.metrics import (DEFAULT_BUCKET_EDGES, assign_buckets, bootstrap_ci, bucket_metrics, bucket_names,
-                                      corpus_metrics)
+from llm4icd_plugins.hierarchy_metrics import category_map, hierarchy_metrics
+from llm4icd_plugins.metrics import DEFAULT_BUCKET_EDGES, assign_buckets, bucket_metrics, bucket_names, corpus_metrics
 from llm4icd_plugins.normalize import canonicalize
 from llm4icd_plugins.parsing import ParseResult, predicted_codes
 
@@ -89,22 +91,34 @@ def _fail(path: Path, line: int | None, problem: str, fix: str) -> EvaluationErr
     return user_error(path, problem, fix, line=line, cls=EvaluationError)
 
 
-def _gold_codes(value: Any, path: Path, line: int, code_system: Any, counts: Counts) -> list[str]:
+def _gold_code(item: Any, code_system: Any, counts: Counts) -> str | None:
+    code = canonicalize(item) if isinstance(item, str) else None
+    if code is not None and code_system is not None:
+        resolved = code_system.resolve(code)
+        if resolved is None:  # e.g. MIMIC-III's retired codes: kept as gold, reported
+            counts.unknown_gold_codes.add(code)
+        code = resolved or code
+    return code
+
+
+def _gold_codes(value: Any, path: Path, line: int, code_system: Any, counts: Counts,
+                memo: dict[str, str | None]) -> list[str]:
+    """The line's gold codes, canonical and resolved; ``memo`` keeps each distinct string's result."""
     if not isinstance(value, list):
         raise _fail(path, line, f'"gold" is {type(value).__name__}, not a list',
                     f'write the gold codes as a JSON list of strings, e.g. {RECORD_EXAMPLE}')
     codes: dict[str, None] = {}
     for position, item in enumerate(value, start=1):
-        code = canonicalize(item) if isinstance(item, str) else None
+        try:
+            code = memo[item]
+        except (KeyError, TypeError):  # TypeError: an unhashable item (a list), never a code
+            code = _gold_code(item, code_system, counts)
+            if isinstance(item, str):
+                memo[item] = code
         if code is None:
             raise _fail(path, line, f"gold code {position} of the list ({describe(item)}) is not an ICD code",
                         "correct or remove it in the file that produced the gold labels")
-        if code_system is not None:
-            resolved = code_system.resolve(code)
-            if resolved is None:  # e.g. MIMIC-III's retired codes: kept as gold, reported
-                counts.unknown_gold_codes.add(code)
-            code = resolved or code
-        codes.setdefault(code, None)
+        codes[code] = None
     return list(codes)
 
 
@@ -117,6 +131,7 @@ def read_records(path: Path, code_system: Any, counts: Counts) -> list[Record]:
                     "check the path given to --predictions") from exc
     records: list[Record] = []
     seen: dict[str, int] = {}
+    memo: dict[str, str | None] = {}
     with handle:
         for number, raw in enumerate(tqdm(handle, desc="reading", unit=" docs", disable=None), start=1):
             try:
@@ -124,13 +139,14 @@ def read_records(path: Path, code_system: Any, counts: Counts) -> list[Record]:
             except UnicodeDecodeError as exc:
                 raise _fail(path, number, f"not UTF-8 text ({exc.reason})", "write the file as UTF-8 JSONL") from None
             if text.strip():
-                records.append(_record(path, number, text, code_system, counts, seen))
+                records.append(_record(path, number, text, code_system, counts, seen, memo))
     if not records:
         raise _fail(path, None, "no records", f"write one JSON object per line, e.g. {RECORD_EXAMPLE}")
     return records
 
 
-def _record(path: Path, number: int, text: str, code_system: Any, counts: Counts, seen: dict[str, int]) -> Record:
+def _record(path: Path, number: int, text: str, code_system: Any, counts: Counts, seen: dict[str, int],
+            memo: dict[str, str | None]) -> Record:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:  # the message gives a position only, never the content
@@ -152,7 +168,7 @@ def _record(path: Path, number: int, text: str, code_system: Any, counts: Counts
         raise _fail(path, number, f"the id is already used on line {seen[doc_id]}",
                     "give every document one line (were two prediction files concatenated?)")
     seen[doc_id] = number
-    gold = _gold_codes(obj["gold"], path, number, code_system, counts)
+    gold = _gold_codes(obj["gold"], path, number, code_system, counts, memo)
     # A raw response wins over a "pred" list written next to it (data_tools.infer writes both): the
     # response is re-parsed here, so spans and codes unknown to the tables are counted the same way.
     if "pred" in obj and not isinstance(obj.get("response"), str):
@@ -200,6 +216,8 @@ def render_summary(metrics: dict[str, Any]) -> str:
     """Short Markdown summary: the paper's table columns (percentages) and the counts that explain them."""
     m = metrics
     rows = [("micro", "micro_"), ("macro", "macro_"), ("micro, open set", "open_micro_")]
+    if "category_micro_f1" in m:
+        rows += [("category micro", "category_micro_"), ("category macro", "category_macro_")]
     lines = [
         f"# Evaluation of {m['predictions']}",
         "",
@@ -210,6 +228,10 @@ def render_summary(metrics: dict[str, Any]) -> str:
         f"- documents: {m['n_docs']}; label space: {m['label_space']} ({m['n_labels']} codes); "
         f"code system: {m['code_system'] or 'none (codes compared as written)'}",
         f"- exact match: {_pct(m['exact_match'])}%; mean sample F1 (the reward): {_pct(m['mean_sample_f1'])}%",
+        *([f"- near misses (right category, wrong leaf; over every predicted and gold code): {m['n_near_miss']} "
+           f"of {m['n_fp']} false positives ({_pct(m['near_miss_rate'])}%); missed gold codes with such a false "
+           f"positive: {m['n_fn_near_miss']} of {m['n_fn']} ({_pct(m['fn_near_miss_rate'])}%); 3-character "
+           f"categories scored: {m['n_categories']}"] if "n_near_miss" in m else []),
         f"- predictions dropped outside the label space: {m['n_pred_dropped']}; gold codes outside it: "
         f"{m['n_gold_dropped']}",
         f"- predicted codes unknown to the code system: {m['n_pred_unknown']} (kept because gold or in the label "
@@ -254,8 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m data_tools.evaluate",
         description="Score ICD code predictions with Edin et al. (2023) metrics: micro/macro precision, recall "
                     "and F1 (macro = mean of per-code values over the label space), open-set micro, exact match; "
-                    "bootstrap 95% intervals, hallucination and no-span rates, training-frequency buckets with "
-                    "plots, and (--compare) the paper's Tables 1-2 layout over several runs.",
+                    "bootstrap 95% intervals, hallucination and no-span rates, category-level (3-character) "
+                    "micro/macro scores and near misses (false positives whose category is that of a missed gold "
+                    "code: right category, wrong leaf), training-frequency buckets with plots, and (--compare) the "
+                    "paper's Tables 1-2 layout over several runs.",
         epilog=f"Each input line: {RECORD_EXAMPLE}, or \"response\": \"<raw model output>\" instead of \"pred\". "
                "Compare: python -m data_tools.evaluate --output-dir tables --compare 'SFT:Qwen3-4B:Top-50=eval/sft_top50' "
                "'GRPO:Qwen3-4B:Top-50=eval/grpo_top50' (each PATH an evaluation folder, a metrics.json or a "
@@ -286,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "gold occurrence in PRED.jsonl (Edin et al.)")
     parser.add_argument("--code-system", choices=("icd9", "icd10"),
                         help="resolve undotted codes (4019 → 401.9 when unambiguous) and drop predicted codes unknown "
-                             "to the ICD tables unless they are gold or in the label space (the hallucination rate "
+                             "to the ICD tables unless gold for that document or in the label space (the hallucination rate "
                              "needs it). Default: compare codes as written, after cleaning (upper case, whitespace "
                              "and edge punctuation removed)")
     parser.add_argument("--train-frequencies", type=Path, metavar="PATH",
@@ -400,6 +424,14 @@ def evaluate(predictions: Path, output_dir: Path | None, label_space_path: Path 
     golds, preds = parse_records(records, code_system, label_space, counts)
     result = corpus_metrics(golds, preds, label_space)
     per_code = result.pop("per_code")
+    hierarchy = hierarchy_metrics(golds, preds, label_space, code_system)
+    near = hierarchy.pop("per_code").set_index("code")
+    categories = near["category"].to_dict()
+    unseen = [c for c in per_code["code"] if c not in categories]  # label-space codes neither gold nor predicted
+    categories.update(category_map(unseen, code_system))
+    per_code.insert(1, "category", per_code["code"].map(categories))
+    for column in ("near_miss_fp", "near_miss_fn"):
+        per_code[column] = per_code["code"].map(near[column]).fillna(0).astype(int)
     if code_system is not None:
         per_code["description"] = [code_system.description(c) for c in per_code.code]
     rates = {
@@ -413,6 +445,7 @@ def evaluate(predictions: Path, output_dir: Path | None, label_space_path: Path 
         ci = bootstrap_ci(golds, preds, label_space, n_resamples=n_bootstrap, confidence=confidence, seed=seed)
     metrics = {
         **result,
+        **hierarchy,
         **rates,
         "ci": ci,
         **{k: v for k, v in vars(counts).items() if k != "unknown_gold_codes"},
@@ -429,6 +462,9 @@ def evaluate(predictions: Path, output_dir: Path | None, label_space_path: Path 
         buckets = bucket_metrics(per_code, train_frequencies, bucket_edges)
         per_code["train_frequency"] = per_code["code"].map(lambda c: int(train_frequencies.get(c, 0)))
         per_code["bucket"] = assign_buckets(per_code["train_frequency"].to_numpy(), bucket_edges)
+        sums = per_code.groupby("bucket")[["near_miss_fn", "fn"]].sum().reindex(buckets["bucket"])
+        # Share of the bucket's missed gold codes whose category was predicted with a wrong leaf.
+        buckets["fn_near_miss_rate"] = (sums["near_miss_fn"] / sums["fn"]).to_numpy()
         metrics["buckets"] = json.loads(buckets.to_json(orient="records"))
         metrics["bucket_edges"] = list(bucket_edges)
         files["buckets.csv"] = buckets.to_csv(index=False, float_format="%.6f")
@@ -463,10 +499,14 @@ def render_report_extras(metrics: dict[str, Any]) -> str:
             f"{k.replace('_', '-')} [{_pct(ci[k][0])}, {_pct(ci[k][1])}]" for k in ("micro_f1", "macro_f1")))
     buckets = metrics.get("buckets")
     if buckets:
-        lines += ["", "| training frequency | codes | gold | micro-F1 | macro-F1 |", "|---|---:|---:|---:|---:|"]
+        lines += ["", "| training frequency | codes | gold | micro-F1 | macro-F1 | misses near (%) |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for b in buckets:
             f = (lambda v: "–" if v is None else _pct(v))
-            lines.append(f"| {b['bucket']} | {b['n_codes']} | {b['support']} | {f(b['micro_f1'])} | {f(b['macro_f1'])} |")
+            lines.append(f"| {b['bucket']} | {b['n_codes']} | {b['support']} | {f(b['micro_f1'])} | "
+                         f"{f(b['macro_f1'])} | {f(b.get('fn_near_miss_rate'))} |")
+        lines.append("\n(misses near: share of the bucket's missed gold codes whose category was predicted with "
+                     "another leaf)")
     return "\n".join(lines) + "\n"
 
 

@@ -6,10 +6,15 @@
 For every training row, joined on the stable ``extra_info.sample_id`` (never on prompt text), the new
 pool is H = Y \\ Ŷ; each pooled code gets its training frequency and its recall under these
 predictions (the inputs of the hint priority). The output is the training parquet with a ``phi``
-column (``round``, ``pool``, ``pool_freq``, ``pool_recall``), read by ``llm4icd_plugins.verl_dataset``;
-a JSON summary (mastered rows, pool sizes) is written next to it. Both are written to temporary files
-in the output folder and renamed into place, the parquet last (it marks the round file complete);
-temporaries of an interrupted earlier run are removed first. Response text is never printed.
+column (``round``, ``pool``, ``pool_freq``, ``pool_recall``, ``note``), read by
+``llm4icd_plugins.verl_dataset``; ``note`` is the whole note (from ``--notes``, prepare's
+``examples/train.parquet``) of a pooled row whose prompt holds a truncated one, so a hinted prompt can be
+re-fitted around its hint block; it is null elsewhere (the prompt holds the whole note, or no hints).
+The note stays in this column, which the dataset drops before a batch is built: not in ``extra_info``,
+which travels with every batch to the reward. A JSON summary (mastered rows, pool sizes) is written next
+to it. Both are written to temporary files in the output folder and renamed into place, the parquet last
+(it marks the round file complete); temporaries of an interrupted earlier run are removed first. Response
+text is never printed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +40,8 @@ from llm4icd_plugins.normalize import canonicalize
 from llm4icd_plugins import parsing
 
 PHI_TYPE = pa.struct([("round", pa.int64()), ("pool", pa.list_(pa.string())),
-                      ("pool_freq", pa.list_(pa.int64())), ("pool_recall", pa.list_(pa.float64()))])
+                      ("pool_freq", pa.list_(pa.int64())), ("pool_recall", pa.list_(pa.float64())),
+                      ("note", pa.string())])
 RECORD_EXAMPLE = '{"id": "104623", "response": "<code>401.9, 486</code>"}  or  {"id": "104623", "pred": ["401.9"]}'
 
 
@@ -129,6 +136,39 @@ def read_predictions(path: Path) -> dict[str, tuple[int, dict]]:
     return records
 
 
+def default_notes(train: Path) -> Path | None:
+    """Prepare's ``examples/<split>.parquet`` beside ``<variant>/verl/<split>.parquet``, if there."""
+    train = Path(train)
+    candidate = train.parent.parent / "examples" / train.name
+    return candidate if train.parent.name == "verl" and candidate.is_file() else None
+
+
+def read_notes(path: Path, table, ids: Sequence[str], system_name: str) -> list[str | None]:
+    """Per training row, the whole note if its prompt holds a truncated one, else None (from prepare's
+    ``examples`` parquet: ``id``, ``text``, ``text_truncated``); checked against the row's prompt."""
+    from llm4icd_plugins import prompts
+
+    try:
+        notes = pq.read_table(path, columns=["id", "text", "text_truncated"]).to_pydict()
+    except (OSError, KeyError, pa.ArrowException) as exc:
+        raise _fail(path, f"cannot read id, text and text_truncated ({type(exc).__name__})",
+                    "pass --notes <variant>/examples/train.parquet written by data_tools.prepare") from None
+    by_id = {str(i): (t, tt) for i, t, tt in zip(notes["id"], notes["text"], notes["text_truncated"])}
+    tail = "\n\n" + prompts.format_line(prompts.PromptSpec(system_name))
+    out: list[str | None] = []
+    for row, (sample_id, messages) in enumerate(zip(ids, table.column("prompt").to_pylist()), start=1):
+        if sample_id not in by_id:
+            raise _fail(path, f"no note for the sample id of row {row} of the training file",
+                        "pass the examples file of the same prepared variant")
+        text, shown = by_id[sample_id]
+        content = (messages or [{}])[-1].get("content") or ""
+        if not isinstance(text, str) or not isinstance(shown, str) or not content.endswith(shown + tail):
+            raise _fail(path, f"the note of the sample id of row {row} of the training file is not the one in "
+                        "its prompt", "pass the examples file of the same prepare run as --train")
+        out.append(text if text != shown else None)
+    return out
+
+
 def predicted_codes(record: dict, gold: Sequence[str], system) -> set[str]:
     """Ŷ of one record by the reward's rule (``parsing.predicted_codes``): the raw response is re-parsed when
     present (a ``pred`` list may already be filtered through the tables, losing retired gold codes)."""
@@ -136,8 +176,9 @@ def predicted_codes(record: dict, gold: Sequence[str], system) -> set[str]:
     return set(parsing.predicted_codes(answer, set(gold), system).codes)
 
 
-def refresh(train: Path, predictions: Path, out: Path, round_index: int, *, overwrite: bool = False) -> dict:
-    """Write the round file and its summary; returns the summary."""
+def refresh(train: Path, predictions: Path, out: Path, round_index: int, *, overwrite: bool = False,
+            notes: Path | None = None) -> dict:
+    """Write the round file and its summary; returns the summary. ``notes`` defaults to ``default_notes``."""
     from llm4icd_plugins.codes import load_code_system
 
     out = Path(out)
@@ -174,10 +215,20 @@ def refresh(train: Path, predictions: Path, out: Path, round_index: int, *, over
         preds.append(predicted_codes(record, g, system))
     pools = hint_pools(gold, preds)
     freq, recall = code_stats(gold, preds)
+    notes = Path(notes) if notes is not None else default_notes(Path(train))
+    if notes is None:
+        print(f"warning: no --notes and no examples file beside {train}: a hinted prompt re-fits the note of its "
+              "prompt, which prepare may have truncated", file=sys.stderr)
+        whole: list[str | None] = [None] * len(ids)
+    else:
+        whole = read_notes(notes, table, ids, system_name)
     phi = [{"round": int(round_index), "pool": pool, "pool_freq": [int(freq[c]) for c in pool],
-            "pool_recall": [float(recall[c]) for c in pool]} for pool in pools]
+            "pool_recall": [float(recall[c]) for c in pool], "note": note if pool else None}
+           for pool, note in zip(pools, whole)]
     table = table.append_column(pa.field("phi", PHI_TYPE), pa.array(phi, type=PHI_TYPE))
     summary = _summary(pools, gold, preds, freq, round_index, train, predictions)
+    summary["whole_notes"] = {"source": str(notes) if notes else None,
+                              "rows": sum(p["note"] is not None for p in phi)}
     atomic.write_text(summary_path(out), json.dumps(summary, indent=2) + "\n")
     atomic.write_with(out, lambda p: pq.write_table(table, p))  # last: the parquet marks the round file complete
     return summary
@@ -243,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="round file to write (parquet), e.g. round_1/train.parquet")
     parser.add_argument("--round", required=True, type=int, dest="round_index",
                         help="index of the PHI round that will train on this file (1 for pools seeded by the SFT model)")
+    parser.add_argument("--notes", type=Path, default=None,
+                        help="whole notes for re-fitting hinted prompts: <variant>/examples/train.parquet from "
+                        "data_tools.prepare (default: found beside --train when it is <variant>/verl/train.parquet)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     return parser
 
@@ -251,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     return run_tool(parser.prog, lambda: _report(args, refresh(args.train, args.predictions, args.out,
-                                                               args.round_index, overwrite=args.overwrite)))
+                                                               args.round_index, overwrite=args.overwrite,
+                                                               notes=args.notes)))
 
 
 def _report(args: argparse.Namespace, s: dict) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llm4icd_plugins.scoring import fbeta
+
 SCALAR_KEYS = (
     "micro_precision", "micro_recall", "micro_f1",
     "macro_precision", "macro_recall", "macro_f1",
@@ -39,14 +41,10 @@ def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
 
 
 def sample_prf(pred: Iterable[str], gold: Iterable[str], beta: float = 1.0) -> tuple[float, float, float]:
-    """Set-based precision, recall and F-beta of one document; empty pred → P=0, empty gold → R=0, 0/0=0."""
+    """Set-based precision, recall and F-beta of one document (the reward's ``scoring.fbeta``); 0/0 = 0."""
     pred_set, gold_set = set(pred), set(gold)
     tp = len(pred_set & gold_set)
-    precision = tp / len(pred_set) if pred_set else 0.0
-    recall = tp / len(gold_set) if gold_set else 0.0
-    b2 = beta * beta
-    denom = b2 * precision + recall
-    return precision, recall, ((1 + b2) * precision * recall / denom if denom > 0 else 0.0)
+    return fbeta(tp, len(pred_set) - tp, len(gold_set) - tp, beta)
 
 
 def _flatten(docs: Sequence[Iterable[str]], what: str) -> tuple[list[str], np.ndarray]:
@@ -97,7 +95,8 @@ def corpus_metrics(
     ids, vocab = pd.factorize(np.array(label_codes + gold_codes + pred_codes, dtype=object))
     for code in vocab:
         if not isinstance(code, str):
-            raise TypeError(f"code {code!r} ({type(code).__name__}) in golds, preds or label_space; codes must be strings")
+            raise TypeError(f"code {code!r} ({type(code).__name__}) in golds, preds or label_space; "
+                            "codes must be strings")
     # One int64 key per (doc, code) pair; deduplicating keys drops a code repeated within a document.
     n_vocab = max(len(vocab), 1)
     gold_keys = _sorted_unique(gold_docs * n_vocab + ids[n_labels:n_labels + len(gold_codes)])

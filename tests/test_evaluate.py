@@ -112,6 +112,35 @@ def test_label_space_drops_and_counts(tmp_path):
     assert metrics["macro_f1"] == pytest.approx(expected["macro_f1"])
 
 
+def test_near_misses_and_categories_in_every_output(tmp_path, capsys):
+    rows = [
+        # 401.1: a near miss of the missed 401.9; 428.1 is not one (its category's gold code 428.0 was predicted)
+        {"id": 1, "gold": ["401.9", "428.0"], "response": "<code>401.1, 428.0, 428.1</code>"},
+        # 250.02: one near miss with two missed candidates; 96.71 matches a missed code of another document only
+        {"id": 2, "gold": ["250.00", "250.01"], "pred": ["250.02", "96.71"]},
+        {"id": 3, "gold": ["96.72"], "pred": []},
+    ]
+    out = tmp_path / "out"
+    assert main(["--predictions", str(_write_jsonl(tmp_path / "p.jsonl", rows)), "--output-dir", str(out),
+                 "--code-system", "icd9", "--bootstrap", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    # false positives 401.1, 428.1, 250.02, 96.71 (2 near); missed 401.9, 250.00, 250.01, 96.72 (3 near-missed)
+    assert (metrics["n_fp"], metrics["n_near_miss"], metrics["n_fn"], metrics["n_fn_near_miss"]) == (4, 2, 4, 3)
+    assert (metrics["near_miss_rate"], metrics["fn_near_miss_rate"]) == (0.5, 0.75)
+    # categories 401, 428, 250, 96: tp 401, 428, 250; fp 96 (document 2); fn 96 (document 3)
+    assert metrics["n_categories"] == 4
+    for key in ("precision", "recall", "f1"):
+        assert metrics[f"category_micro_{key}"] == pytest.approx(3 / 4)
+        assert metrics[f"category_macro_{key}"] == pytest.approx(3 / 4)  # per category 1, 1, 1, 0
+    per_code = pd.read_csv(out / "per_code.csv", dtype={"code": str, "category": str}).set_index("code")
+    assert per_code["near_miss_fn"].to_dict() == {"401.9": 1, "428.0": 0, "250.00": 1, "250.01": 1, "96.72": 0}
+    assert per_code.loc["96.72", "category"] == "96" and per_code.loc["250.01", "category"] == "250"
+    summary = (out / "summary.md").read_text()
+    assert "| category micro | 75.00 | 75.00 | 75.00 |" in summary
+    assert "2 of 4 false positives (50.00%)" in summary and "3 of 4 (75.00%)" in summary
+    assert summary in capsys.readouterr().out
+
+
 def _bad_cases():
     ok = json.dumps(ROWS[0])
     yield "bad json", [ok, '{"id": "x", "gold": [' + json.dumps(SECRET)], 2, "not valid JSON"

@@ -103,6 +103,26 @@ def test_draws_are_reproducible_under_a_seed():
     assert draw_rng(1, "abc", 0).random() == draw_rng(1, "abc", 0).random()
 
 
+def test_draws_are_the_same_in_processes_with_different_hash_seeds():
+    # verl builds the dataset in worker processes, each with its own PYTHONHASHSEED: a draw must not
+    # depend on the process (the seed, the sample id and the draw number decide it).
+    import os
+    import subprocess
+    import sys
+
+    script = ("from llm4icd_plugins.hints import HintSampler, draw_rng\n"
+              f"sampler = HintSampler({FREQ!r}, {RECALL!r})\n"
+              "print([sampler.draw(" + repr(POOL) + ", draw_rng(5, f'row-{i}', i % 3)) for i in range(40)])\n"
+              "print([draw_rng(5, f'row-{i}', 0).integers(1 << 30) for i in range(5)])")
+    outputs = []
+    for hash_seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        outputs.append(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                      check=True).stdout)
+    assert outputs[0] == outputs[1]
+    assert len(set(outputs[0].splitlines()[1].strip("[]").split(","))) == 5  # and distinct per id
+
+
 def test_pools_and_code_stats():
     golds = [["401.9", "428.0", "584.9"], ["401.9", "276.2"], ["428.0"]]
     preds = [{"401.9", "999.9"}, {"401.9", "276.2"}, set()]

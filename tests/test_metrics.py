@@ -86,6 +86,18 @@ def test_macro_f1_is_not_the_harmonic_mean_of_macro_p_and_r():
     assert not math.isclose(r["macro_f1"], harmonic)
 
 
+def test_macro_precision_and_recall_differ_when_errors_are_one_sided():
+    # A: gold 3×, predicted once (tp 1, fn 2) → P 1, R 1/3, F 1/2;  B: tp 1 → P 1, R 1, F 1.
+    # C: predicted once, never gold → outside the default label space (dropped).
+    r = corpus_metrics([{"A"}, {"A"}, {"A"}, {"B"}], [{"A"}, set(), {"C"}, {"B"}])
+    assert (r["macro_precision"], r["macro_recall"], r["macro_f1"]) == approx((1.0, 2 / 3, 3 / 4))
+    assert (r["micro_precision"], r["micro_recall"]) == approx((1.0, 1 / 2))
+    # With C in the label space its P = R = F = 0 joins the means: recall-side and precision-side differ again.
+    r = corpus_metrics([{"A"}, {"A"}, {"A"}, {"B"}], [{"A"}, set(), {"C"}, {"B"}], label_space=["A", "B", "C"])
+    assert (r["macro_precision"], r["macro_recall"], r["macro_f1"]) == approx((2 / 3, 4 / 9, 1 / 2))
+    assert r["micro_precision"] == approx(2 / 3)
+
+
 def test_explicit_label_space_zero_support_code_and_dropped_gold():
     # D has no gold and no prediction: P = R = F = 0/0 = 0 and it counts in the macro mean.
     # E is predicted but never gold: P = 0/1 = 0. G is gold outside the label space: dropped.

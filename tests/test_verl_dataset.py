@@ -8,6 +8,8 @@ import hashlib
 import json
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 pytest.importorskip("verl")
@@ -147,19 +149,20 @@ def test_injection_probability_extremes(data, tokenizer):
     assert always.hint_stats["rows_hinted"] == len(items)
 
 
-def test_budget_drops_hints_rather_than_exceeding(data, tokenizer):
+def test_budget_refits_the_note_rather_than_dropping_hints(data, tokenizer):
     rounds = pd.read_parquet(data["round"])
+    pools = {e["sample_id"]: len(p["pool"]) for e, p in zip(rounds["extra_info"], rounds["phi"])}
     longest = max(n_tokens(tokenizer, p) for p in rounds["prompt"])
-    budget = longest + 120  # room for a short block with one or two hints, not five
+    budget = longest + 120  # room for a short block with one or two hints, not five: the note gives way
     cfg = data_config(inject_prob=1.0, min_hints=5, max_hints=5)
     cfg.max_prompt_length = budget
     dataset = create_rl_dataset(str(data["round"]), cfg, tokenizer, None)
     items = all_items(dataset, cfg)
     for it in items:
         assert n_tokens(tokenizer, it["raw_prompt"]) <= budget
-    assert dataset.hint_stats["hints_dropped_for_budget"] > 0
-    sizes = Counter_(len(it["extra_info"]["phi_hints"]) for it in items)
-    assert any(0 < k < 5 for k in sizes)  # kept as many hints as fit, not all-or-nothing
+        assert len(it["extra_info"]["phi_hints"]) == min(5, pools[it["extra_info"]["sample_id"]])
+    assert dataset.hint_stats["hints_dropped_for_budget"] == 0
+    assert dataset.hint_stats["notes_refitted"] > 0
 
 
 def Counter_(values):
@@ -177,6 +180,28 @@ def test_validation_rows_are_never_hinted(data, tokenizer):
     for it in items:
         assert list(it["extra_info"]["phi_hints"]) == []
         assert "Training hint:" not in it["raw_prompt"][0]["content"]
+
+
+def test_validation_rows_with_hint_pools_are_never_hinted(data, tokenizer, tmp_path):
+    # A round file whose rows carry real, non-empty pools, every other row relabelled as validation:
+    # only the training rows may get hints, whatever the injection probability.
+    frame = pq.read_table(data["round"]).to_pylist()
+    for i, row in enumerate(frame):
+        if i % 2:
+            row["extra_info"]["split"] = "val"
+    mixed = tmp_path / "mixed.parquet"
+    pq.write_table(pa.Table.from_pylist(frame, schema=pq.read_schema(data["round"])), mixed)
+    val_ids = {r["extra_info"]["sample_id"] for r in frame if r["extra_info"]["split"] == "val" and r["phi"]["pool"]}
+    assert val_ids
+    cfg = data_config(inject_prob=1.0)
+    dataset = create_rl_dataset(str(mixed), cfg, tokenizer, None)
+    items = all_items(dataset, cfg)
+    seen = {it["extra_info"]["sample_id"]: it for it in items}
+    assert val_ids <= set(seen)
+    for sid in val_ids:
+        assert list(seen[sid]["extra_info"]["phi_hints"]) == []
+        assert "Training hint:" not in seen[sid]["raw_prompt"][0]["content"]
+    assert any(len(it["extra_info"]["phi_hints"]) for it in items if it["extra_info"]["split"] == "train")
 
 
 def test_draws_are_reproducible_under_the_seed(data, tokenizer):
