@@ -21,6 +21,8 @@ from llm4icd_plugins.errors import UserError
 TABLE_COLUMNS = (("micro", "recall", "R"), ("micro", "precision", "P"), ("micro", "f1", "F1"),
                  ("macro", "recall", "R"), ("macro", "precision", "P"), ("macro", "f1", "F1"))
 """Column order of the paper's Tables 1-2 within one label setting: Micro R/P/F1, Macro R/P/F1."""
+HIERARCHY_COLUMNS = (("category", "micro_f1", "Cat. Micro F1", True), ("near_miss", "rate", "Near-miss % of FP", False))
+"""Columns after them (``data_tools.evaluate``'s hierarchy view): (level, metric, header, ranked best-first)."""
 
 
 class ReportError(UserError):
@@ -65,7 +67,13 @@ def _figure_bytes(fig) -> bytes:
 
 
 def plot_f1_vs_frequency(per_code: pd.DataFrame, edges: Sequence[int], title: str) -> bytes:
-    """PNG: per-code F1 against training frequency (symlog x), bucket edges dashed, bucket means marked."""
+    """PNG of ``f1_vs_frequency_figure``."""
+    return _figure_bytes(f1_vs_frequency_figure(per_code, edges, title))
+
+
+def f1_vs_frequency_figure(per_code: pd.DataFrame, edges: Sequence[int], title: str):
+    """Per-code F1 against training frequency (symlog x), bucket edges dashed, bucket means marked; codes
+    missed next to a same-category false positive (near misses) ringed. The legend sits below the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,6 +82,10 @@ def plot_f1_vs_frequency(per_code: pd.DataFrame, edges: Sequence[int], title: st
     fig, ax = plt.subplots(figsize=(7, 4.2))
     freq = per_code["train_frequency"].to_numpy(dtype=float)
     ax.scatter(freq, per_code["f1"], s=10, alpha=0.45, color="tab:blue", edgecolors="none", label="code")
+    if "near_miss_fn" in per_code:
+        near = per_code["near_miss_fn"].to_numpy() > 0
+        ax.scatter(freq[near], per_code["f1"].to_numpy()[near], s=28, facecolors="none", edgecolors="tab:orange",
+                   linewidths=0.7, alpha=0.7, label="code missed with its category predicted (near miss)")
     for edge in edges:
         ax.axvline(edge, color="grey", linestyle="--", linewidth=0.8)
     means = per_code.groupby("bucket", sort=False).agg(f=("f1", "mean"), x=("train_frequency", "median"))
@@ -84,12 +96,18 @@ def plot_f1_vs_frequency(per_code: pd.DataFrame, edges: Sequence[int], title: st
     ax.set_xlabel("training frequency (documents)")
     ax.set_ylabel("per-code F1")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
-    return _figure_bytes(fig)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
+    return fig
 
 
 def plot_buckets(buckets: pd.DataFrame, title: str) -> bytes:
-    """PNG: micro- and macro-F1 per frequency bucket, grouped bars annotated with the number of codes."""
+    """PNG of ``buckets_figure``."""
+    return _figure_bytes(buckets_figure(buckets, title))
+
+
+def buckets_figure(buckets: pd.DataFrame, title: str):
+    """Micro- and macro-F1 per frequency bucket, and (when given) the share of missed gold codes that were
+    near misses; grouped bars annotated with the number of codes, the legend below the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,20 +115,23 @@ def plot_buckets(buckets: pd.DataFrame, title: str) -> bytes:
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     x = np.arange(len(buckets))
-    width = 0.38
-    micro = buckets["micro_f1"].fillna(0).to_numpy() * 100
-    macro = buckets["macro_f1"].fillna(0).to_numpy() * 100
-    ax.bar(x - width / 2, micro, width, label="micro-F1", color="tab:blue")
-    ax.bar(x + width / 2, macro, width, label="macro-F1", color="tab:orange")
+    bars = [("micro_f1", "micro-F1", "tab:blue"), ("macro_f1", "macro-F1", "tab:orange"),
+            ("fn_near_miss_rate", "missed codes with the category predicted (near misses, % of misses)", "tab:grey")]
+    bars = [b for b in bars if b[0] in buckets]
+    width = 0.8 / len(bars)
+    heights = [buckets[key].fillna(0).to_numpy() * 100 for key, _, _ in bars]
+    for i, ((_, label, color), height) in enumerate(zip(bars, heights)):
+        ax.bar(x + (i - (len(bars) - 1) / 2) * width, height, width, label=label, color=color)
+    top = np.max(heights, axis=0)
     for i, n in enumerate(buckets["n_codes"]):
-        ax.annotate(f"{n} codes", (x[i], max(micro[i], macro[i]) + 1.5), ha="center", fontsize=8)
+        ax.annotate(f"{n} codes", (x[i], top[i] + 1.5), ha="center", fontsize=8)
     ax.set_xticks(x, [f"{b}" for b in buckets["bucket"]])
     ax.set_xlabel("training frequency bucket")
-    ax.set_ylabel("F1 (%)")
+    ax.set_ylabel("%")
     ax.set_ylim(0, 110)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    return _figure_bytes(fig)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
+    return fig
 
 
 # --- comparison table (paper Tables 1-2) ----------------------------------------------------------------
@@ -130,7 +151,8 @@ def comparison_table(entries: Sequence[tuple[str, str, str, dict[str, Any]]]) ->
     """Wide table: one row per (method, backbone), per setting Micro R/P/F1 and Macro R/P/F1 in percent.
 
     ``entries`` are (method, backbone, setting, metrics dict); bootstrap intervals, when the metrics
-    carry them, become ``..._ci_low``/``..._ci_high`` columns.
+    carry them, become ``..._ci_low``/``..._ci_high`` columns. Then, per setting, ``HIERARCHY_COLUMNS``
+    (category micro-F1, near-miss share of false positives; NaN for a metrics.json written before them).
     """
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     settings: list[str] = []
@@ -147,21 +169,33 @@ def comparison_table(entries: Sequence[tuple[str, str, str, dict[str, Any]]]) ->
             ci = (metrics.get("ci") or {}).get(key)
             if ci is not None:
                 row[f"{column}_ci_low"], row[f"{column}_ci_high"] = 100 * ci[0], 100 * ci[1]
+        for level, metric, _, _ in HIERARCHY_COLUMNS:
+            value = metrics.get(f"{level}_{metric}")
+            row[f"{setting}/{level}/{metric}"] = np.nan if value is None else 100 * float(value)
     frame = pd.DataFrame(list(rows.values()))
     columns = ["method", "backbone"]
     for setting in settings:
         for level, metric, _ in TABLE_COLUMNS:
             column = f"{setting}/{level}/{metric}"
             columns += [c for c in (column, f"{column}_ci_low", f"{column}_ci_high") if c in frame.columns]
+        columns += [f"{setting}/{level}/{metric}" for level, metric, _, _ in HIERARCHY_COLUMNS]
     return frame.reindex(columns=columns)
 
 
 def comparison_markdown(table: pd.DataFrame) -> str:
     """The table as Markdown in the paper's layout: best per column in bold, second best underlined."""
     settings = list(dict.fromkeys(c.split("/")[0] for c in table.columns if c.count("/") == 2 and "_ci_" not in c))
-    value_cols = [f"{s}/{lv}/{m}" for s in settings for lv, m, _ in TABLE_COLUMNS]
-    header = ["Method", "Backbone"] + [f"{s} {lv.capitalize()} {short}" for s in settings for lv, _, short in
-                                       TABLE_COLUMNS]
+    value_cols, header, ranked = [], ["Method", "Backbone"], set()
+    for s in settings:
+        paper = [f"{s}/{lv}/{m}" for lv, m, _ in TABLE_COLUMNS]
+        value_cols += paper
+        header += [f"{s} {lv.capitalize()} {short}" for lv, _, short in TABLE_COLUMNS]
+        ranked.update(paper)
+        extras = [(f"{s}/{lv}/{m}", f"{s} {name}", rank) for lv, m, name, rank in HIERARCHY_COLUMNS
+                  if f"{s}/{lv}/{m}" in table]
+        value_cols += [col for col, _, _ in extras]
+        header += [name for _, name, _ in extras]
+        ranked.update(col for col, _, rank in extras if rank)
     ranks = {}
     for col in value_cols:
         distinct = sorted({round(v, 1) for v in table[col].dropna()}, reverse=True)
@@ -175,13 +209,15 @@ def comparison_markdown(table: pd.DataFrame) -> str:
                 cells.append("–")
                 continue
             text = f"{value:.1f}"
-            best = ranks[col]
-            if len(table) > 1 and round(value, 1) == best[0]:
+            best = ranks[col] if col in ranked else []
+            if len(table) > 1 and best and round(value, 1) == best[0]:
                 text = f"**{text}**"
             elif len(table) > 2 and len(best) > 1 and round(value, 1) == best[1]:
                 text = f"<u>{text}</u>"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     note = ("All values are percentages; Micro/Macro Recall (R), Precision (P) and F1 (macro = mean of per-code "
-            "values, Edin et al.). **Bold** and underline: best and second-best in each column.")
+            "values, Edin et al.); Cat. Micro F1: micro-F1 of the 3-character categories; Near-miss: false "
+            "positives whose category is that of a missed gold code of the note (right category, wrong leaf). "
+            "**Bold** and underline: best and second-best in each column (not for the near-miss share).")
     return "\n".join(lines) + "\n\n" + note + "\n"
