@@ -468,7 +468,7 @@ class TruncationSettings:
 
     tokenizer_path: str | None = None
     max_prompt_length: int = 4096
-    hint_reserve: int = 384
+    hint_reserve: int = 0
     cutoff_len: int = 4480
     enable_thinking: bool | None = None
     num_workers: int = 1
@@ -590,7 +590,7 @@ def write_variant(out_dir: Path, name: str, examples: pd.DataFrame, label_codes:
     if tokenizer is not None:
         kwargs = settings.chat_template_kwargs()
         token_stats["worst_case_hint_block_tokens"] = _hint_block_tokens(tokenizer, spec, label_codes, system, kwargs)
-        if token_stats["worst_case_hint_block_tokens"] > settings.hint_reserve:
+        if 0 < settings.hint_reserve < token_stats["worst_case_hint_block_tokens"]:
             print(f"warning: {name}: a 5-code PHI hint block can take {token_stats['worst_case_hint_block_tokens']} "
                   f"tokens, more than --hint-reserve {settings.hint_reserve}", file=sys.stderr)
     for sub in ("examples", "sharegpt", "verl"):
@@ -783,8 +783,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         "recorded in stats.json. Prepare each backbone into its own --out, e.g. data/prepared/NAME")
     parser.add_argument("--max-prompt-length", type=int, default=4096,
                         help="verl data.max_prompt_length: prompt tokens incl. chat template (default 4096)")
-    parser.add_argument("--hint-reserve", type=int, default=384,
-                        help="prompt tokens kept free for PHI hint blocks (default 384)")
+    parser.add_argument("--hint-reserve", type=int, default=0,
+                        help="prompt tokens kept free in every prompt for PHI hint blocks (default 0: PHIDataset "
+                        "re-fits the note of a hinted prompt instead)")
     parser.add_argument("--cutoff-len", type=int, default=4480,
                         help="LlamaFactory cutoff_len: prompt + answer + end-of-turn tokens (default 4480)")
     parser.add_argument("--enable-thinking", action=argparse.BooleanOptionalAction, default=None,
