@@ -12,6 +12,13 @@ setting match training (the model's template; ``enable_thinking`` from the varia
 given). Greedy by default. Runs on GPUs and, through vLLM's CPU build, on a CPU (``--enforce-eager`` starts
 faster there; tests and the embedded default use the same tool). Note and response text is never printed.
 
+Constrained decoding (``--constrain label-space|code-system``, ``--max-codes``): vLLM structured outputs
+(xgrammar) restrict the answer to ``<code>c1, c2</code>`` over the variant's label space or the code system's
+tables (``data_tools.constrain``); CoT prompts may think first. Vote calibration (``--samples K --temperature T``):
+K samples per note in one request; each line holds the majority answer (codes in at least half the samples) as
+``pred``, every code's vote share as ``votes`` and the K raw ``responses``; ``X.votes.npz`` holds the shares as
+the per-note score matrix over the label space that ``data_tools.thresholds`` tunes (one global threshold).
+
 Each output ``X.jsonl`` has a run record ``X.jsonl.meta.json``: the model and adapter (paths and content
 fingerprints), split, prompt kind, decoding settings and the data files' hashes. A re-run appends to the
 output only when its record is the same; otherwise it refuses (``--overwrite`` starts the output again).
@@ -28,12 +35,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_tools import constrain
 from data_tools.cli import exit_with, run_tool
 from llm4icd_plugins import atomic
 from llm4icd_plugins.errors import UserError
 
 PROMPT_KINDS = ("train", "zero_shot", "few_shot", "zero_shot_cot", "few_shot_cot")
 RECORD_VERSION = 1
+MAJORITY = 0.5
+"""A voted answer keeps the codes found in at least this share of the samples."""
 WHOLE_FILE_LIMIT = 64 << 20  # larger files (weight shards) are fingerprinted by size and three 1 MiB samples
 SAMPLE = 1 << 20
 
@@ -252,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256,
                    help="samples per engine call; results are appended after each (an interruption loses one)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--constrain", default="off", choices=constrain.MODES,
+                   help="decode only valid answers <code>c1, c2</code>: codes of the variant's label space (closed "
+                        "set) or of the code system's tables (open set); off by default")
+    p.add_argument("--max-codes", type=int, default=None, help="with --constrain: at most N codes per answer")
+    p.add_argument("--samples", type=int, default=1,
+                   help="K samples per note (needs --temperature > 0): writes the majority answer, each code's vote "
+                        "share and X.votes.npz for data_tools.thresholds")
     p.add_argument("--overwrite", action="store_true",
                    help="start the output(s) again instead of resuming (needed when they hold another run)")
     return p
@@ -276,9 +293,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     runs = _outputs(args, adapters)
     if not (args.model / "config.json").is_file():
         raise InferError(f"--model {args.model}: no config.json there (a Hugging Face model folder is expected)")
+    _check_decoding(args)
     kwargs, budget = _prompt_settings(args)
+    grammar = _grammar(args, kwargs)
     # Every output is checked against its run record before anything heavy is loaded.
-    done = {out: plan_resume(out, record, args.overwrite) for out, record in run_records(args, runs).items()}
+    done = {out: plan_resume(out, record, args.overwrite)
+            for out, record in run_records(args, runs, grammar=grammar).items()}
     if not _has_gpu():  # vLLM's CPU build would otherwise reserve most of the RAM for its KV cache
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from transformers import AutoTokenizer
@@ -291,22 +311,34 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
+    from vllm.sampling_params import StructuredOutputsParams
 
     engine_kwargs = dict(model=str(args.model), tokenizer=str(args.model), dtype=args.dtype, seed=args.seed,
                          tensor_parallel_size=args.tensor_parallel_size,
                          gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager)
     if args.max_model_len:
         engine_kwargs["max_model_len"] = args.max_model_len
+    if grammar is not None:
+        engine_kwargs["structured_outputs_config"] = {"backend": "xgrammar"}
+    if args.temperature > 0 and not _has_gpu():
+        # vLLM's CPU build fails on seeded sampling after a partly prefilled prompt ("CPU Generator does not use
+        # offset"): prefill every prompt whole.
+        length = args.max_model_len or _model_max_len(args.model)
+        engine_kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(length, 2048))
     if adapters:
         engine_kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=max(_adapter_rank(p) for _, p in adapters))
     llm = LLM(**engine_kwargs)
-    sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_new_tokens,
-                              seed=args.seed)
+    structured = StructuredOutputsParams(grammar=grammar) if grammar is not None else None
+    sampling = SamplingParams(n=args.samples, temperature=args.temperature, top_p=args.top_p,
+                              max_tokens=args.max_new_tokens, seed=args.seed, structured_outputs=structured)
     summaries = []
     for number, (name, out_path, adapter) in enumerate(runs, 1):
         lora = LoRARequest(name, number, str(adapter)) if adapter is not None else None
         summaries.append(_generate(llm, tokenizer, sampling, lora, requests, out_path, name, kwargs,
                                    args.batch_size, code_system, done[out_path]))
+        if args.samples > 1 and (args.data / "label_space.json").is_file():
+            space = json.loads((args.data / "label_space.json").read_text(encoding="utf-8"))
+            summaries[-1]["votes_matrix"] = str(write_vote_matrix(out_path, space["codes"]))
     return summaries
 
 
@@ -322,17 +354,104 @@ def _prompt_settings(args: argparse.Namespace) -> tuple[dict, int | None]:
     return kwargs, budget
 
 
-def run_records(args: argparse.Namespace, runs=None) -> dict[Path, dict]:
-    """The run record of every output of this command line (see ``run_record``)."""
+def run_records(args: argparse.Namespace, runs=None, *, grammar: str | None | bool = False) -> dict[Path, dict]:
+    """The run record of every output of this command line (see ``run_record``); ``grammar``: the one already
+    built for it (None when unconstrained), else built here."""
     runs = runs if runs is not None else _outputs(args, _parse_lora(args.lora))
     kwargs, budget = _prompt_settings(args)
     files = data_files(args.data, args.split, args.prompt)
     decoding = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                "seed": args.seed, "chat_template_kwargs": kwargs, "prompt_budget": budget, "dtype": args.dtype}
+                "seed": args.seed, "chat_template_kwargs": kwargs, "prompt_budget": budget, "dtype": args.dtype,
+                "samples": args.samples, "constrain": args.constrain, "max_codes": args.max_codes}
+    if grammar is False:
+        grammar = _grammar(args, kwargs)
+    if grammar is not None:  # the code set (label space, table release) is part of what defines the outputs
+        decoding["grammar_sha256"] = hashlib.sha256(grammar.encode()).hexdigest()
     shared = dict(model_sha256=fingerprint(args.model),  # computed once for all adapters of the command
                   data_sha256={str(Path(f).resolve()): fingerprint(f) for f in files})
     return {out: run_record(args.model, adapter, args.split, args.prompt, files, decoding, **shared)
             for _, out, adapter in runs}
+
+
+def _check_decoding(args: argparse.Namespace) -> None:
+    if args.samples < 1:
+        raise InferError(f"--samples {args.samples}: give at least 1 sample per note")
+    if args.samples > 1 and args.temperature <= 0:
+        raise InferError(f"--samples {args.samples} with greedy decoding repeats one answer. Fix: add --temperature "
+                         "(e.g. 0.7), or drop --samples")
+    if args.max_codes is not None and args.constrain == "off":
+        raise InferError("--max-codes caps the constrained answer. Fix: add --constrain label-space|code-system")
+
+
+def _grammar(args: argparse.Namespace, template_kwargs: dict) -> str | None:
+    """The answer grammar of a constrained run (None when off); CoT prompts and thinking templates may think."""
+    if args.constrain == "off":
+        return None
+    think = constrain.is_cot(args.prompt) or bool(template_kwargs.get("enable_thinking"))
+    try:
+        return constrain.build_grammar(constrain.code_set(args.constrain, args.data), max_codes=args.max_codes,
+                                       think=think)
+    except constrain.ConstrainError as exc:
+        raise InferError(str(exc)) from None
+
+
+def aggregate_votes(code_lists: Sequence[Sequence[str]]) -> tuple[list[str], dict[str, float]]:
+    """The majority answer and every code's vote share over K parsed samples of one note.
+
+    A code's share is the number of samples naming it (once per sample) over K; the majority answer holds the
+    codes with share >= ``MAJORITY``, most voted first (ties: first seen first).
+    """
+    k = len(code_lists)
+    counts: dict[str, int] = {}
+    for codes in code_lists:
+        for code in dict.fromkeys(codes):
+            counts[code] = counts.get(code, 0) + 1
+    votes = {code: n / k for code, n in counts.items()} if k else {}
+    order = sorted(counts, key=lambda c: -counts[c])  # stable: first seen wins a tie
+    return [c for c in order if votes[c] >= MAJORITY], votes
+
+
+def vote_matrix(path: Path, codes: Sequence[str]):
+    """The vote shares of a voted output file as ``thresholds.ProbMatrix`` over ``codes`` (shares of other
+    codes are left out, like predictions outside the label space in the evaluation)."""
+    import numpy as np
+
+    from data_tools.thresholds import ProbMatrix
+
+    column = {c: j for j, c in enumerate(codes)}
+    ids, rows = [], []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                record = json.loads(line)
+            except ValueError as exc:  # the type only: a line may echo a note
+                raise InferError(f"{path}: line {number} is not JSON ({type(exc).__name__}). Fix: re-run infer "
+                                 "with --overwrite") from None
+            if not isinstance(record, dict) or not isinstance(record.get("votes"), dict):
+                raise InferError(f"{path}: line {number} has no vote shares. Fix: write it with --samples K (K > 1)")
+            row = np.zeros(len(codes))
+            for code, share in record["votes"].items():
+                if code in column:
+                    row[column[code]] = share
+            ids.append(str(record["id"]))
+            rows.append(row)
+    return ProbMatrix(ids, list(codes), np.array(rows).reshape(len(rows), len(codes)))
+
+
+def write_vote_matrix(path: Path, codes: Sequence[str], out: Path | None = None) -> Path:
+    """Write ``vote_matrix`` as the ``.npz`` (probs, ids, codes) that ``data_tools.thresholds`` reads."""
+    import numpy as np
+
+    matrix = vote_matrix(path, codes)
+    out = Path(out) if out is not None else path.with_name(path.name.removesuffix(".jsonl") + ".votes.npz")
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a bare temporary name
+            np.savez(fh, probs=matrix.probs, ids=np.array(matrix.ids, dtype=str),
+                     codes=np.array(matrix.codes, dtype=str))
+
+    atomic.write_with(out, save)
+    return out
 
 
 def _training_template_kwargs(data_dir: Path) -> dict:
@@ -342,6 +461,12 @@ def _training_template_kwargs(data_dir: Path) -> dict:
         return dict(stats["tokens"].get("chat_template_kwargs") or {})
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+
+
+def _model_max_len(model: Path) -> int:
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    config = config.get("text_config", config)
+    return int(config.get("max_position_embeddings") or 32768)
 
 
 def _has_gpu() -> bool:
@@ -366,8 +491,6 @@ def _generate(llm, tokenizer, sampling, lora, requests, out_path: Path, name: st
               batch_size: int, code_system, done: set[str]) -> dict:
     from tqdm import tqdm
 
-    from llm4icd_plugins.parsing import parse_response
-
     out_path.parent.mkdir(parents=True, exist_ok=True)
     todo = [r for r in requests if r.id not in done]
     prompt_tokens = gen_tokens = 0
@@ -378,19 +501,13 @@ def _generate(llm, tokenizer, sampling, lora, requests, out_path: Path, name: st
             chunk = todo[lo: lo + batch_size]
             texts = [tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True,
                                                    **template_kwargs) for r in chunk]
-            outputs = llm.generate(texts, sampling, lora_request=lora, use_tqdm=False)
+            params = sampling if not sampling.temperature else [_seeded(sampling, r.id) for r in chunk]
+            outputs = llm.generate(texts, params, lora_request=lora, use_tqdm=False)
             for request, output in zip(chunk, outputs):
-                completion = output.outputs[0]
-                parsed = parse_response(completion.text, code_system=code_system)
-                prompt_tokens += len(output.prompt_token_ids or ())
-                gen_tokens += len(completion.token_ids)
-                sink.write(json.dumps({
-                    "id": request.id, "model": name, "response": completion.text, "pred": list(parsed.codes),
-                    "gold": request.gold, "n_malformed": parsed.n_malformed, "n_unknown": parsed.n_unknown,
-                    "unknown": list(parsed.unknown), "has_span": parsed.has_span, "format_ok": parsed.format_ok,
-                    "prompt_tokens": len(output.prompt_token_ids or ()), "gen_tokens": len(completion.token_ids),
-                    "finish_reason": completion.finish_reason, **request.extra,
-                }, ensure_ascii=False) + "\n")
+                record = _record(request, output, name, code_system)
+                prompt_tokens += record["prompt_tokens"]
+                gen_tokens += record["gen_tokens"]
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
             bar.update(len(chunk))
@@ -403,6 +520,42 @@ def _generate(llm, tokenizer, sampling, lora, requests, out_path: Path, name: st
           f"{summary['samples_per_s']} samples/s, {summary['prompt_tokens_per_s']} prompt tok/s, "
           f"{summary['gen_tokens_per_s']} generated tok/s → {out_path}")
     return summary
+
+
+def _seeded(sampling, sample_id: str):
+    """The sampling settings with a seed of this note's own (from ``--seed`` and its id): its samples do not
+    depend on the batch it ran in or on a resume, and no two notes share one random stream."""
+    digest = hashlib.sha256(f"{sampling.seed}\0{sample_id}".encode()).digest()
+    params = sampling.clone()
+    params.seed = int.from_bytes(digest[:4], "little") >> 1
+    return params
+
+
+def _record(request: Request, output, name: str, code_system) -> dict:
+    """One output line: the response and its parse, or for K samples the majority answer and vote shares."""
+    from llm4icd_plugins.parsing import parse_response, predicted_codes
+
+    completions = output.outputs
+    n_prompt = len(output.prompt_token_ids or ())
+    n_gen = sum(len(c.token_ids) for c in completions)
+    if len(completions) == 1:
+        completion = completions[0]
+        parsed = parse_response(completion.text, code_system=code_system)
+        return {"id": request.id, "model": name, "response": completion.text, "pred": list(parsed.codes),
+                "gold": request.gold, "n_malformed": parsed.n_malformed, "n_unknown": parsed.n_unknown,
+                "unknown": list(parsed.unknown), "has_span": parsed.has_span, "format_ok": parsed.format_ok,
+                "prompt_tokens": n_prompt, "gen_tokens": n_gen, "finish_reason": completion.finish_reason,
+                **request.extra}
+    # No "response" key: data_tools.evaluate then scores "pred", the majority answer.
+    predictions = [predicted_codes(c.text, request.gold, code_system) for c in completions]
+    majority, votes = aggregate_votes([p.codes for p in predictions])
+    return {"id": request.id, "model": name, "responses": [c.text for c in completions], "pred": majority,
+            "votes": votes, "gold": request.gold, "n_samples": len(completions),
+            "n_no_span": sum(not p.parsed.has_span for p in predictions),
+            "n_format_bad": sum(not p.parsed.format_ok for p in predictions),
+            "n_malformed": sum(p.parsed.n_malformed for p in predictions),
+            "n_unknown": sum(p.parsed.n_unknown for p in predictions), "prompt_tokens": n_prompt,
+            "gen_tokens": n_gen, "finish_reasons": [c.finish_reason for c in completions], **request.extra}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -64,10 +64,12 @@ _TOKEN = re.compile(r"[A-Za-z0-9._\-]+")
 
 
 def show_token(value: Any, max_len: int = 16) -> str:
-    """`repr` of a short code- or id-like token (letters, digits, '.', '_', '-'), else `describe(value)`.
+    """`repr` of a short code- or id-like token (letters, digits, '.', '_', '-', at least one digit), else
+    `describe(value)`.
 
-    Codes and ids help a user find a bad row; anything longer, or with spaces, may be note text.
+    Codes and ids help a user find a bad row; a word without a digit may be a name from a note.
     """
-    if isinstance(value, str) and len(value) <= max_len and _TOKEN.fullmatch(value):
+    if (isinstance(value, str) and len(value) <= max_len and _TOKEN.fullmatch(value)
+            and any(c.isdigit() for c in value)):
         return repr(value)
     return describe(value)

