@@ -8,7 +8,8 @@ are kept, (3) headers and finally the diagnoses block go only when nothing else 
 replaced by a visible marker. Work happens in token space: one batched encode of the rendered prompts
 counts them (character offsets only for the over-long ones), cuts are planned on those offsets, and one
 batched render + encode re-checks every truncated prompt; the rare one still over (tokens merging across
-a cut) is shaved by its excess and re-checked.
+a cut) is shaved by its excess and re-checked. ``NoteFitter`` does the same for one note at a time, for a
+prompt whose text around the note varies per call (PHI hint blocks, at data-loading time).
 
 Note: in transformers 5 ``apply_chat_template(tokenize=True)`` returns a dict unless ``return_dict=False``.
 """
@@ -26,7 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["TruncationResult", "truncate_for_budget", "NoteSections", "find_sections"]
+__all__ = ["TruncationResult", "truncate_for_budget", "NoteFitter", "NoteSections", "find_sections"]
 
 _SENTINEL = "\ue000\ue001\ue002"  # private-use code points: never in a real note or template
 _BATCH = 128  # prompts per batched render/encode: bounds memory (offsets of long notes are big)
@@ -139,6 +140,57 @@ def truncate_for_budget(notes: Sequence[str], tokenizer, *, messages_fn: Callabl
     finally:
         progress.close()
     return results
+
+
+class NoteFitter:
+    """One note at a time, for a prompt whose text around the note changes per call (a PHI hint block): the
+    tiered truncation of ``truncate_for_budget``, planned on one offsets encoding of the prompt with the whole
+    note, and ``count``, the project's one prompt-token count (what ``apply_chat_template(tokenize=True)``
+    gives)."""
+
+    def __init__(self, tokenizer, *, chat_template_kwargs: dict | None = None, marker: str = "[...]"):
+        kwargs = dict(chat_template_kwargs or {})
+        bad = _RESERVED_KWARGS & kwargs.keys()
+        if bad:
+            raise ValueError(f"chat_template_kwargs must not set {sorted(bad)}: the count always renders with "
+                             "add_generation_prompt=True and tokenizes the rendered text")
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"NoteFitter needs a fast (Rust) tokenizer for offsets; got {type(tokenizer).__name__}")
+        self._worker = _Truncator(tokenizer, None, kwargs, marker)
+
+    def count(self, messages: list[dict]) -> int:
+        """Tokens of ``messages`` rendered with the generation prompt."""
+        worker = self._worker
+        return worker._count(worker._render([messages]))[0]
+
+    def fit(self, note: str, messages_fn: Callable[[str], list[dict]], budget: int) -> TruncationResult | None:
+        """``note`` cut (tiered, as ``truncate_for_budget``) so that ``messages_fn(note)`` takes at most ``budget``
+        tokens; unchanged if it fits; None if the prompt without any note is already over ``budget``."""
+        worker = self._worker
+        rendered = worker._render([messages_fn(note)])[0]
+        encoding = worker._offsets([rendered])[0]
+        before = len(encoding)
+        if before <= budget:
+            return TruncationResult(note, before, before, False)
+        around = worker._render([messages_fn(_SENTINEL)])[0]
+        if around.count(_SENTINEL) != 1:
+            raise ValueError("messages_fn(note) must put the note verbatim into one message content")
+        prefix, suffix = around.split(_SENTINEL)
+        shown = rendered[len(prefix):len(rendered) - len(suffix)]
+        lo = note.find(shown)
+        if not (rendered.startswith(prefix) and rendered.endswith(suffix) and lo >= 0 and not note[:lo].strip()
+                and not note[lo + len(shown):].strip()):
+            raise ValueError("messages_fn(note) must put the note verbatim into one message content")
+        plan = worker._plan(0, note, lo, lo + len(shown), len(prefix), encoding.offsets, budget)
+        for _ in range(_MAX_SHAVE_ROUNDS):
+            text = worker._cut(plan)
+            after = self.count(messages_fn(text))
+            if after <= budget:
+                return TruncationResult(text, before, after, True)
+            if plan.target <= 0:  # the note is gone and the prompt is still over
+                return None
+            plan.target -= after - budget  # tokens merged or split across a cut: take the excess off
+        raise RuntimeError(f"could not fit a note in {_MAX_SHAVE_ROUNDS} rounds; please report this as a bug")
 
 
 def _budgets(budget, n: int) -> list[int]:

@@ -6,13 +6,17 @@ Plug it in with::
     data.train_files=<run>/round_<t>/train.parquet     # written by data_tools.phi_refresh
     +data.phi_inject_prob=0.5 +data.phi_max_hints=5 ...  # knobs, see hints.HintConfig
 
-A PHI round file is the prepared ``verl/train.parquet`` plus a ``phi`` column per row: the hint pool
-and, for each pooled code, its training frequency and latest recall. Pool state lives in that file,
-never in this object: each PHI round is its own ``main_ppo`` run. Rows with an empty pool are
-skipped; rows whose ``extra_info.split`` is not ``train`` (validation, test) are never hinted. A
-hinted prompt is the row's prompt with the App. E block inserted before the output-format line,
-checked with the real tokenizer and chat template: hints are dropped, last drawn first, until it fits
-``data.max_prompt_length``. Without a ``phi`` column (plain GRPO) rows pass through unchanged.
+A PHI round file is the prepared ``verl/train.parquet`` plus a ``phi`` column per row: the hint pool,
+for each pooled code its training frequency and latest recall, and (``note``) the whole note of a row
+whose prompt holds a truncated one. Pool state lives in that file, never in this object: each PHI
+round is its own ``main_ppo`` run. Rows with an empty pool are skipped; rows whose
+``extra_info.split`` is not ``train`` (validation, test) are never hinted, and unhinted prompts pass
+through byte for byte (they use the whole prompt budget). A hinted prompt is the row's prompt with the
+App. E block inserted before the output-format line; when that exceeds ``data.max_prompt_length``
+(real tokenizer and chat template), the whole note is re-fitted around the block with the tiered
+truncation of ``llm4icd_plugins.truncation``, so every drawn hint stays. Hints are dropped (last drawn
+first) only when not even an empty note leaves room for them. Without a ``phi`` column (plain GRPO)
+rows pass through unchanged.
 """
 
 from __future__ import annotations
@@ -23,25 +27,43 @@ import os
 from collections import Counter
 
 from verl.utils.dataset.rl_dataset import RLHFDataset
-from verl.utils.tokenizer import normalize_token_ids
 
 from llm4icd_plugins import prompts
 from llm4icd_plugins.hints import HintConfig, HintSampler, draw_rng
+from llm4icd_plugins.truncation import NoteFitter
 
-__all__ = ["PHIDataset", "PHI_COLUMN", "insert_hint_block"]
+__all__ = ["PHIDataset", "PHI_COLUMN", "insert_hint_block", "split_prompt"]
 
 PHI_COLUMN = "phi"
+
+
+def split_prompt(content: str, code_system: str) -> tuple[str, str, str]:
+    """``(head, note, tail)`` of a prompt built by ``prompts.build_user_prompt`` without hints: ``head`` ends
+    with the note header line, ``tail`` is the blank line and the output-format line."""
+    tail = "\n\n" + prompts.format_line(prompts.PromptSpec(code_system))
+    header = "\n\n" + prompts.NOTE_HEADER + "\n"
+    start = content.find(header)
+    if start < 0 or not content.endswith(tail) or start + len(header) > len(content) - len(tail):
+        raise ValueError("the prompt is not an unhinted training prompt of llm4icd_plugins.prompts (note header, "
+                         "output-format line)")
+    start += len(header)
+    return content[:start], content[start:len(content) - len(tail)], content[len(content) - len(tail):]
 
 
 def insert_hint_block(content: str, hints, code_system: str, *, max_description_chars: int) -> str:
     """``content`` (a prompt built by ``prompts.build_user_prompt`` without hints) with the hint block
     placed before its output-format line: the same text ``build_user_prompt(note, spec, hints)`` gives."""
-    tail = "\n\n" + prompts.format_line(prompts.PromptSpec(code_system))
-    if not content.endswith(tail):
-        raise ValueError("the prompt does not end with the output-format line of llm4icd_plugins.prompts")
-    block = prompts.render_hint_block([h[0] for h in hints], [h[1] for h in hints], code_system,
-                                      max_description_chars=max_description_chars)
-    return content[: len(content) - len(tail)] + "\n\n" + block + tail
+    head, note, tail = split_prompt(content, code_system)
+    return _hinted(head, note, tail, _block(hints, code_system, max_description_chars))
+
+
+def _block(hints, code_system: str, max_description_chars: int) -> str:
+    return prompts.render_hint_block([h[0] for h in hints], [h[1] for h in hints], code_system,
+                                     max_description_chars=max_description_chars)
+
+
+def _hinted(head: str, note: str, tail: str, block: str) -> str:
+    return head + note + "\n\n" + block + tail
 
 
 class PHIDataset(RLHFDataset):
@@ -55,6 +77,7 @@ class PHIDataset(RLHFDataset):
         self.hint_stats: Counter = Counter()
         self._draws: Counter = Counter()
         self._descriptions: dict[tuple[str, str], str | None] = {}
+        self._fitter: NoteFitter | None = None  # built on first use, in each data-loader worker
         super().__init__(data_files, tokenizer, config, processor=processor, max_samples=max_samples)
 
     # Runs at construction and again on verl's resume_dataset_state, so filtering is never lost.
@@ -121,30 +144,58 @@ class PHIDataset(RLHFDataset):
             self._descriptions[key] = load_code_system(system).description(code)
         return self._descriptions[key]
 
-    def _prompt_tokens(self, messages) -> int:
-        kwargs = {k: v for k, v in dict(self.apply_chat_template_kwargs or {}).items()
-                  if k not in ("tokenize", "return_dict", "return_tensors", "add_generation_prompt")}
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kwargs)
-        return len(normalize_token_ids(ids))
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_fitter"] = None  # holds a tokenizer copy; rebuilt where it is used
+        return state
 
-    def hinted_messages(self, messages: list[dict], hints, code_system: str, sample_id) -> tuple[list[dict], tuple]:
-        """``messages`` with as many of ``hints`` (in draw order) as fit ``max_prompt_length``."""
+    def fitter(self) -> NoteFitter:
+        """The note re-fit and prompt-token count of ``llm4icd_plugins.truncation``, set up like verl's count."""
+        if self._fitter is None:
+            kwargs = {k: v for k, v in dict(self.apply_chat_template_kwargs or {}).items()
+                      if k not in ("tokenize", "return_dict", "return_tensors", "add_generation_prompt",
+                                   "conversation")}
+            self._fitter = NoteFitter(self.tokenizer, chat_template_kwargs=kwargs)
+        return self._fitter
+
+    def hinted_messages(self, messages: list[dict], hints, code_system: str, sample_id,
+                        note: str | None = None) -> tuple[list[dict], tuple]:
+        """``messages`` with the hint block of ``hints`` (draw order) within ``max_prompt_length``.
+
+        The prompt's own note is kept if the hinted prompt fits; otherwise ``note`` (the whole note; default the
+        prompt's) is re-fitted around the block. Hints are dropped, last drawn first, only while not even an
+        empty note fits.
+        """
         user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
         if user is None:
             raise ValueError(f"{self._where()}, sample {sample_id}: the prompt has no user turn")
+        try:
+            head, shown, tail = split_prompt(messages[user]["content"], code_system)
+        except ValueError as exc:
+            raise ValueError(f"{self._where()}, sample {sample_id}: {exc}. Fix: rebuild the data with "
+                             "data_tools.prepare and data_tools.phi_refresh") from exc
+        whole = shown if note is None else note
+        fitter = self.fitter()
         hints = tuple(hints)
         while hints:
-            try:
-                content = insert_hint_block(messages[user]["content"],
-                                            [(c, self._description(code_system, c)) for c in hints], code_system,
-                                            max_description_chars=self.hint_config.description_chars)
-            except ValueError as exc:
-                raise ValueError(f"{self._where()}, sample {sample_id}: {exc}. Fix: rebuild the data with "
-                                 "data_tools.prepare and data_tools.phi_refresh") from exc
-            candidate = copy.deepcopy(messages)
-            candidate[user]["content"] = content
-            if self._prompt_tokens(candidate) <= self.max_prompt_length:
-                return candidate, hints
+            block = _block([(c, self._description(code_system, c)) for c in hints], code_system,
+                           self.hint_config.description_chars)
+
+            def build(text: str) -> list[dict]:
+                candidate = copy.deepcopy(messages)
+                candidate[user]["content"] = _hinted(head, text, tail, block)
+                return candidate
+
+            fitted = fitter.fit(whole, build, self.max_prompt_length)
+            if fitted is not None:
+                # Hints never show more of the note than the prompt did: a re-fit longer than the prompt's
+                # (truncated) note means that note fits with the block (prepare cut it for a tighter budget).
+                if whole != shown and len(fitted.text) >= len(shown) and \
+                        fitter.count(build(shown)) <= self.max_prompt_length:
+                    return build(shown), hints
+                if fitted.truncated:
+                    self.hint_stats["notes_refitted"] += 1
+                return build(fitted.text), hints
             hints = hints[:-1]
             self.hint_stats["hints_dropped_for_budget"] += 1
         return messages, ()
@@ -160,11 +211,14 @@ class PHIDataset(RLHFDataset):
             self._draws[sample_id] += 1
             drawn = self.hint_sampler.draw(list(phi["pool"] or []), rng)
             if drawn:
-                messages, hints = self.hinted_messages(row["raw_prompt"], drawn, extra["code_system"], sample_id)
+                messages, hints = self.hinted_messages(row["raw_prompt"], drawn, extra["code_system"], sample_id,
+                                                       phi.get("note"))
                 row["raw_prompt"] = messages
                 row[self.prompt_key] = copy.deepcopy(messages)
                 self.hint_stats["rows_hinted" if hints else "rows_unhinted_over_budget"] += 1
-        row["extra_info"] = dict(extra, phi_hints=list(hints))
+        # phi_pool and phi_hints: what reward.recovery_bonus needs to reward unhinted pool codes (codes only)
+        pool = list(phi["pool"] or []) if phi is not None and extra.get("split") == "train" else []
+        row["extra_info"] = dict(extra, phi_hints=list(hints), phi_pool=pool)
         if self.hint_config.audit_file:
             self._audit(extra.get("sample_id", row.get("index")), extra.get("split"), hints)
         return row
