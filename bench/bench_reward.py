@@ -7,6 +7,8 @@ algorithm of the authors' release (github.com/AlexandreWANG915/LLM4ICD, EasyR1/e
 extracted from the first ``<code>`` span after the reasoning (a regex scan of the whole text when there is
 none), the gold string split on commas, both done twice as their loop does, and the per-code counters of
 their corpus metrics. Both sides see the same responses; scores are checked to agree on plain answers.
+The last two rows time the recall options (``partial_credit``; ``recovery_bonus`` on PHI rows whose
+``extra_info`` carries a pool of 3 gold codes, one hinted); the speed-up target applies with them off.
 
 Run: ``PYTHONPATH=. python bench/bench_reward.py [--quick]``.
 """
@@ -140,10 +142,18 @@ def main(argv=None) -> int:
     theirs_rows = [(",".join(gold), responses) for gold, responses in rows]
     extra = {"index": 0, "sample_id": "s", "split": "train", "code_system": "icd9", "label_space": "mimic3_full"}
 
+    # PHI rows: the pool is 3 gold codes of the prompt, one of them hinted (as PHIDataset puts it in extra_info)
+    phi_extras = [dict(extra, phi_pool=list(gold[:3]), phi_hints=list(gold[:1])) for gold, _ in rows]
+
     def ours(extra_info=extra, **options):
         for gold, responses in ours_rows:
             for text in responses:
                 compute_score("llm4icd/mimic3_full", text, gold, extra_info, **options)
+
+    def ours_phi(**options):
+        for (gold, responses), phi_extra in zip(ours_rows, phi_extras):
+            for text in responses:
+                compute_score("llm4icd/mimic3_full", text, gold, phi_extra, **options)
 
     def theirs():
         counters = (Counter(), Counter(), Counter())
@@ -159,10 +169,13 @@ def main(argv=None) -> int:
                 ref = authors_reference_score(text, gold_str, (Counter(), Counter(), Counter()))["f1"]
                 assert abs(mine - ref) < 1e-12, "the two rewards disagree on a plain answer"
     repeat = 3 if args.quick else 7
-    ours(), theirs()  # warm caches and code tables, as after the first GRPO step
+    credit, bonus = 0.5, 0.5  # the recall options, one object each for every call (as verl's reward_kwargs)
+    ours(), theirs(), ours(partial_credit=credit), ours_phi(recovery_bonus=bonus)  # warm caches and code tables
     names = ["authors' release (reference reimplementation)", "compute_score, code system from extra_info",
-             "compute_score, code_system=none"]
-    times = time_batches([theirs, ours, lambda: ours(code_system="none")], repeat)
+             "compute_score, code_system=none", "compute_score, partial_credit=0.5",
+             "compute_score, PHI rows, recovery_bonus=0.5"]
+    times = time_batches([theirs, ours, lambda: ours(code_system="none"), lambda: ours(partial_credit=credit),
+                          lambda: ours_phi(recovery_bonus=bonus)], repeat)
     t_ref = times[0]
     results = list(zip(names, times))
     print(f"GRPO batch: {PROMPTS} prompts × {ROLLOUTS} rollouts = {n} responses; Python "

@@ -1,7 +1,7 @@
 """The reward's pure core: one answer scored against one row's gold codes under one configuration.
 
 ``reward.compute_score`` adapts it to verl; ``metrics.sample_prf`` shares its F-beta. Imports no torch,
-numpy or verl. Predicted codes follow ``parsing.predicted_codes`` (the paper's Ŷ), gold codes are
+numpy or verl (``partial_credit`` loads the category rule of ``hierarchy_metrics``). Predicted codes follow ``parsing.predicted_codes`` (the paper's Ŷ), gold codes are
 normalised the way ``data_tools.prepare`` writes them, and a bad gold value fails with the row named.
 """
 
@@ -21,9 +21,11 @@ from llm4icd_plugins.parsing import predicted_codes
 
 REWARD_KEYS = (
     "score", "f1", "precision", "recall", "tp", "fp", "fn", "n_pred", "n_gold",
-    "n_unknown", "n_malformed", "n_off_label", "format_ok",
+    "n_unknown", "n_malformed", "n_off_label", "format_ok", "n_partial", "n_recovered",
 )
-"""Keys of every result. Means over a batch give the batch micro-F1 exactly: 2·tp / (2·tp + fp + fn)."""
+"""Keys of every result. Means over a batch give the batch micro-F1 exactly: 2·tp / (2·tp + fp + fn).
+``f1``, ``precision``, ``recall`` and the counts are exact matches whatever the options; ``n_partial`` counts
+category matches (0 unless ``partial_credit``), ``n_recovered`` the row's unhinted PHI pool codes in Ŷ."""
 
 SYSTEMS = ("icd9", "icd10")
 MAX_GOLD_CHARS = 1 << 16
@@ -58,6 +60,12 @@ class ScoringConfig:
     label_space: frozenset[str] | None = None
     code_system: Any = None
     unknown_penalty: float = 0.0
+    partial_credit: float = 0.0
+    recovery_bonus: float = 0.0
+
+    def weight_of(self, code: str) -> float:
+        """The code's weight in ``weights`` (``weight_default`` for codes not listed)."""
+        return self.weights.get(code, self.weight_default) if self.weights is not None else 1.0
 
 
 def _number(name: str, value: Any, low: float, high: float) -> float:
@@ -69,11 +77,14 @@ def _number(name: str, value: Any, low: float, high: float) -> float:
 
 @lru_cache(maxsize=64, typed=True)  # typed: True and 1 are different settings
 def make_config(beta: Any = 1.0, code_weights: Any = None, format_weight: Any = 0.0, label_space: Any = None,
-                code_system: Any = None, unknown_penalty: Any = 0.0) -> ScoringConfig:
+                code_system: Any = None, unknown_penalty: Any = 0.0, partial_credit: Any = 0.0,
+                recovery_bonus: Any = 0.0) -> ScoringConfig:
     """Check the options once per distinct setting: paths are loaded, names resolved, ranges enforced."""
     beta = _number("beta", beta, *BETA_RANGE)
     format_weight = _number("format_weight", format_weight, 0.0, 1.0)
     unknown_penalty = _number("unknown_penalty", unknown_penalty, 0.0, MAX_UNKNOWN_PENALTY)
+    partial_credit = _number("partial_credit", partial_credit, 0.0, 1.0)
+    recovery_bonus = _number("recovery_bonus", recovery_bonus, 0.0, 1.0)
     system = None
     if code_system not in (None, "", "none", False):
         if code_system not in SYSTEMS:
@@ -83,6 +94,9 @@ def make_config(beta: Any = 1.0, code_weights: Any = None, format_weight: Any = 
         system = load_code_system(code_system)
     if unknown_penalty and system is None:
         raise ValueError("reward unknown_penalty needs a code system; set code_system (or extra_info.code_system)")
+    if partial_credit and system is None:
+        raise ValueError("reward partial_credit needs a code system, so that an invented code in a gold code's "
+                         "category earns nothing; set code_system (or extra_info.code_system)")
     weights, default = _load_weights(os.fspath(code_weights)) if code_weights else (None, 1.0)
     allowed = None
     if label_space:
@@ -92,7 +106,8 @@ def make_config(beta: Any = 1.0, code_weights: Any = None, format_weight: Any = 
         if system is not None:
             space.validate(system)
         allowed = frozenset(space.codes)
-    return ScoringConfig(beta, weights, default, format_weight, allowed, system, unknown_penalty)
+    return ScoringConfig(beta, weights, default, format_weight, allowed, system, unknown_penalty, partial_credit,
+                         recovery_bonus)
 
 
 def _load_weights(path: str) -> tuple[dict[str, float], float]:
@@ -133,12 +148,12 @@ def _row(extra_info: Any) -> str:
     return "a row without extra_info.sample_id"
 
 
-def _gold_error(extra_info: Any, problem: str) -> GoldError:
-    return GoldError(f"reward: {_row(extra_info)}: reward_model.ground_truth {problem}. Fix: give every row a list "
-                     "of ICD code strings (data_tools.prepare writes them)")
+def _row_error(extra_info: Any, problem: str, field: str = "reward_model.ground_truth") -> GoldError:
+    return GoldError(f"reward: {_row(extra_info)}: {field} {problem}. Fix: give every row a list of ICD code "
+                     "strings (data_tools.prepare and data_tools.phi_refresh write them)")
 
 
-def _items(ground_truth: Any, extra_info: Any) -> list:
+def _items(ground_truth: Any, extra_info: Any, field: str = "reward_model.ground_truth") -> list:
     """The gold value as a list of code strings (strings split on commas, semicolons and newlines)."""
     value = ground_truth
     if hasattr(value, "ndim") and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
@@ -147,28 +162,28 @@ def _items(ground_truth: Any, extra_info: Any) -> list:
         try:
             value = value.decode("utf-8")
         except UnicodeDecodeError:
-            raise _gold_error(extra_info, f"is {describe(value)} that is not UTF-8") from None
+            raise _row_error(extra_info, f"is {describe(value)} that is not UTF-8", field) from None
     if isinstance(value, str):
         if len(value) > MAX_GOLD_CHARS:
-            raise _gold_error(extra_info, f"is {describe(value)}, over the limit of {MAX_GOLD_CHARS}")
+            raise _row_error(extra_info, f"is {describe(value)}, over the limit of {MAX_GOLD_CHARS}", field)
         return value.replace(";", ",").replace("\n", ",").split(",")
     if value is None or isinstance(value, (int, float, Mapping)):
-        raise _gold_error(extra_info, f"is {describe(value)}, not a list of codes")
+        raise _row_error(extra_info, f"is {describe(value)}, not a list of codes", field)
     items = value.tolist() if hasattr(value, "tolist") else value
     try:
         items = list(items)
     except TypeError:
-        raise _gold_error(extra_info, f"is {describe(value)}, not a list of codes") from None
+        raise _row_error(extra_info, f"is {describe(value)}, not a list of codes", field) from None
     if len(items) > MAX_GOLD_CODES:
-        raise _gold_error(extra_info, f"holds {len(items)} entries, over the limit of {MAX_GOLD_CODES}")
+        raise _row_error(extra_info, f"holds {len(items)} entries, over the limit of {MAX_GOLD_CODES}", field)
     for i, item in enumerate(items):
         if isinstance(item, (bytes, bytearray)):
             try:
                 items[i] = item.decode("utf-8")
             except UnicodeDecodeError:
-                raise _gold_error(extra_info, f"entry {i} is {describe(item)} that is not UTF-8") from None
+                raise _row_error(extra_info, f"entry {i} is {describe(item)} that is not UTF-8", field) from None
         elif not isinstance(item, str):
-            raise _gold_error(extra_info, f"entry {i} is {describe(item)}, not a code string")
+            raise _row_error(extra_info, f"entry {i} is {describe(item)}, not a code string", field)
     return items
 
 
@@ -181,7 +196,23 @@ def gold_set(ground_truth: Any, code_system: Any = None, extra_info: Any = None)
     try:
         return _gold_of(tuple(items), code_system)
     except _BadGold as exc:
-        raise _gold_error(extra_info, f"entry {exc.args[0]} is not an ICD code") from None
+        raise _row_error(extra_info, f"entry {exc.args[0]} is not an ICD code") from None
+
+
+def recoverable_codes(pool: Any, hinted: Any, gold: frozenset[str], code_system: Any = None,
+                      extra_info: Any = None) -> frozenset[str]:
+    """The PHI pool codes (``extra_info.phi_pool``) that are gold and were not hinted (``phi_hints``) in this
+    draw: the codes whose recovery ``recovery_bonus`` rewards. Empty for rows without a pool (validation)."""
+    if pool is None:
+        return frozenset()
+    try:
+        codes = _gold_of(tuple(_items(pool, extra_info, "extra_info.phi_pool")), code_system)
+        shown = _gold_of(tuple(_items(hinted, extra_info, "extra_info.phi_hints")), code_system) \
+            if hinted is not None else frozenset()
+    except _BadGold as exc:
+        raise _row_error(extra_info, f"entry {exc.args[0]} is not an ICD code", "extra_info.phi_pool or phi_hints") \
+            from None
+    return frozenset(codes.intersection(gold).difference(shown))
 
 
 class _BadGold(Exception):
@@ -203,11 +234,44 @@ def _gold_of(items: tuple[str, ...], code_system: Any) -> frozenset[str]:
     return frozenset(codes)
 
 
-def score_answer(answer: Any, gold: frozenset[str], config: ScoringConfig) -> dict[str, float]:
+@lru_cache(maxsize=1 << 16)
+def _category_key(code: str, code_system: Any) -> tuple:
+    """(table by canonical form, category): keeps ICD-10-PCS B00B0ZZ apart from ICD-10-CM B00.1."""
+    from llm4icd_plugins.hierarchy_metrics import category
+    from llm4icd_plugins.normalize import table_of_canonical
+
+    return table_of_canonical(code, code_system.name) if code_system is not None else None, \
+        category(code, code_system)
+
+
+def partial_pairs(wrong: list[str], missed: list[str], code_system: Any, weight=None) -> list[tuple[str, str]]:
+    """(predicted, gold) pairs of the same category among the wrong predictions and the missed gold codes, each
+    code in at most one pair: in every category the heaviest missed codes (then alphabetical) take the heaviest
+    wrong ones. Pairs per category = min(#wrong, #missed), the largest matching possible."""
+    by_category: dict[tuple, list[str]] = {}
+    for code in missed:
+        by_category.setdefault(_category_key(code, code_system), []).append(code)
+    candidates: dict[tuple, list[str]] = {}
+    for code in wrong:
+        key = _category_key(code, code_system)
+        if key in by_category:
+            candidates.setdefault(key, []).append(code)
+    order = (lambda c: c) if weight is None else (lambda c: (-weight(c), c))
+    pairs = []
+    for key, preds in candidates.items():
+        pairs.extend(zip(sorted(preds, key=order), sorted(by_category[key], key=order)))
+    return sorted(pairs)
+
+
+def score_answer(answer: Any, gold: frozenset[str], config: ScoringConfig,
+                 recoverable: frozenset[str] = frozenset()) -> dict[str, float]:
     """Score one answer against canonical gold codes (``gold_set``); a dict with ``REWARD_KEYS``. Never raises.
 
-    ``score = (1 - format_weight) · F_beta(Ŷ, gold) + format_weight · format_ok - unknown_penalty · n_unknown``,
-    with Ŷ from ``parsing.predicted_codes``; F_beta sums code weights when ``config.weights`` is set.
+    ``score = (1 - format_weight) · F + format_weight · format_ok - unknown_penalty · n_unknown
+    + recovery_bonus · |Ŷ ∩ recoverable| / |recoverable|`` (the last term only when ``recoverable``, the
+    row's unhinted PHI pool codes, is not empty), with Ŷ from ``parsing.predicted_codes`` and F the F-beta
+    of (weighted, when ``config.weights``) counts where each category pair of ``partial_pairs`` moves
+    ``partial_credit`` of a false positive and of a false negative into the true positives.
     """
     pred, parsed, n_rescued = predicted_codes(answer, gold, config.code_system, config.label_space)
     n_pred, n_gold = len(pred), len(gold)
@@ -215,12 +279,23 @@ def score_answer(answer: Any, gold: frozenset[str], config: ScoringConfig) -> di
     beta = config.beta
     precision, recall, f1 = fbeta(tp, n_pred - tp, n_gold - tp)
     f_score = f1 if beta == 1.0 else fbeta(tp, n_pred - tp, n_gold - tp, beta)[2]
+    credit = config.partial_credit
+    pairs = partial_pairs([c for c in pred if c not in gold], [c for c in gold if c not in pred],
+                          config.code_system, None if config.weights is None else config.weight_of) \
+        if credit and tp < n_pred and tp < n_gold else ()
     if config.weights is not None:
         table, default = config.weights, config.weight_default
         w_tp = sum(table.get(c, default) for c in pred if c in gold)
         w_fp = sum(table.get(c, default) for c in pred if c not in gold)
         w_fn = sum(table.get(c, default) for c in gold if c not in pred)
-        f_score = fbeta(w_tp, w_fp, w_fn, beta)[2]
+        for wrong, missed in pairs:
+            w_tp += credit * table.get(missed, default)
+            w_fp -= credit * table.get(wrong, default)
+            w_fn -= credit * table.get(missed, default)
+        f_score = fbeta(w_tp, max(w_fp, 0.0), max(w_fn, 0.0), beta)[2]
+    elif pairs:
+        k = credit * len(pairs)
+        f_score = fbeta(tp + k, max(n_pred - tp - k, 0.0), max(n_gold - tp - k, 0.0), beta)[2]
     n_unknown = parsed.n_unknown - n_rescued
     format_ok = 1.0 if parsed.format_ok else 0.0
     score = f_score
@@ -228,8 +303,12 @@ def score_answer(answer: Any, gold: frozenset[str], config: ScoringConfig) -> di
         score = (1.0 - config.format_weight) * f_score + config.format_weight * format_ok
     if config.unknown_penalty:
         score -= config.unknown_penalty * n_unknown
+    n_recovered = len(recoverable.intersection(pred)) if recoverable else 0
+    if config.recovery_bonus and recoverable:
+        score += config.recovery_bonus * n_recovered / len(recoverable)
     return {
         "score": score, "f1": f1, "precision": precision, "recall": recall, "tp": tp + 0.0, "fp": n_pred - tp + 0.0,
         "fn": n_gold - tp + 0.0, "n_pred": n_pred + 0.0, "n_gold": n_gold + 0.0, "n_unknown": n_unknown + 0.0,
         "n_malformed": parsed.n_malformed + 0.0, "n_off_label": parsed.n_off_label + 0.0, "format_ok": format_ok,
+        "n_partial": len(pairs) + 0.0, "n_recovered": n_recovered + 0.0,
     }

@@ -232,7 +232,8 @@ def test_rollouts_sharing_a_gold_array_score_like_fresh_copies():
 
 # --- options -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, suggestion", [("bta", "beta"), ("partial_credit", None),
+@pytest.mark.parametrize("name, suggestion", [("bta", "beta"), ("temperature", None),
+                                              ("partial_credits", "partial_credit"),
                                               ("format_wieght", "format_weight"), ("codesystem", "code_system")])
 def test_unknown_options_are_rejected_with_the_closest_name(name, suggestion):
     with pytest.raises(ValueError, match=f"unknown reward_kwargs '{name}'") as info:
