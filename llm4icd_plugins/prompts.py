@@ -290,3 +290,28 @@ def baseline_messages(kind: str, note: str, spec: PromptSpec,
                       shots: Sequence[tuple[str, Sequence[str]]] = ()) -> list[dict[str, str]]:
     """Chat messages (one user turn) of a baseline prompt."""
     return [{"role": "user", "content": render_baseline(kind, note, spec, shots)}]
+
+
+# --- verification by the ICD hierarchy (data_tools.verify) -------------------------------------------
+# Candidates are shown by description only, without codes, and no reasoning is asked for: the survey of LLM ICD
+# coding found descriptions without codes best and reasoning harmful for this step.
+
+VERIFY_INSTRUCTION = (
+    "You are a clinical coding specialist checking {CODE_SYSTEM} coding of a {CORPUS} discharge summary. Read the "
+    "discharge summary and the numbered candidate diagnoses and procedures below, and choose every candidate "
+    "that the discharge summary documents."
+)
+VERIFY_CANDIDATES_HEADER = "Candidates:"
+VERIFY_FORMAT_LINE = (
+    "Output only the numbers of the candidates that apply, separated by commas, in a single <answer>...</answer> "
+    "block, e.g. <answer>1, 3</answer>. Do not include any other text."
+)
+
+
+def verify_messages(note: str, descriptions: Sequence[str], spec: PromptSpec) -> list[dict[str, str]]:
+    """Chat messages (one user turn) of a verification prompt: instruction, note, numbered candidate
+    descriptions (1..n, no codes), answer format."""
+    listing = "\n".join(f"{i}. {d}" for i, d in enumerate(descriptions, 1))
+    content = "\n\n".join([_fill(VERIFY_INSTRUCTION, spec.placeholders()), f"{NOTE_HEADER}\n{note}",
+                           f"{VERIFY_CANDIDATES_HEADER}\n{listing}", VERIFY_FORMAT_LINE])
+    return [{"role": "user", "content": content}]
