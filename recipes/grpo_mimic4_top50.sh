@@ -1,6 +1,3 @@
 #!/usr/bin/env bash
-# GRPO on mimic4_top50: recipes/grpo_mimic4_top50.sh <model> [hydra overrides ...]   (model: qwen2.5-1.5b-instruct | qwen3-4b)
-# Paths and defaults: see the header of recipes/grpo.sh (MODEL_PATH, LLM4ICD_DATA_ROOT, OUTPUT_DIR, ...).
-set -euo pipefail
-[[ $# -ge 1 ]] || { echo "recipes/grpo_mimic4_top50.sh: error: usage: recipes/grpo_mimic4_top50.sh <model> [hydra overrides ...]" >&2; exit 2; }
-exec "$(dirname "${BASH_SOURCE[0]}")/grpo.sh" "$1" mimic4_top50 "${@:2}"
+# grpo on mimic4_top50: bash recipes/grpo_mimic4_top50.sh [--backbone NAME] [--profile NAME] [key=value ...] (--help)
+exec bash "$(dirname "${BASH_SOURCE[0]}")/launch.sh" grpo mimic4_top50 "$@"

@@ -22,8 +22,6 @@ yaml = pytest.importorskip("yaml")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES = REPO_ROOT / "recipes"
-PAPER_MODELS = {"qwen2.5-1.5b-instruct": "qwen", "qwen3-4b": "qwen3"}
-DATASETS = ("mimic3_full", "mimic3_top50", "mimic4_full", "mimic4_top50")
 CUTOFF_LEN = 768  # tiny tokenizer: the instruction alone is a few hundred tokens
 
 
@@ -56,102 +54,18 @@ def _sft_python(script: str, *args, timeout=300) -> subprocess.CompletedProcess:
     return _run([SFT_ENV / "bin" / "python", "-c", textwrap.dedent(script), *args], timeout=timeout)
 
 
-# --- recipes ------------------------------------------------------------------------------------------
+# --- recipes: tests/test_sft_recipes.py (every backbone x dataset x profile through LlamaFactory's parser) ----
 
 def _load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-@pytest.mark.parametrize("model", PAPER_MODELS)
-@pytest.mark.parametrize("dataset", DATASETS)
-def test_paper_recipe_settings(model, dataset):
-    from data_tools.prepare import TruncationSettings
-
-    cfg = _load(RECIPES / model / "sft" / f"config_{dataset}.yaml")
-    # Paper App. E: LoRA rank 8, lr 1e-5, cosine, 3 epochs, AdamW, loss on the answer only.
-    assert (cfg["finetuning_type"], cfg["lora_rank"], cfg["learning_rate"]) == ("lora", 8, 1e-5)
-    assert (cfg["lr_scheduler_type"], cfg["num_train_epochs"], cfg["optim"]) == ("cosine", 3.0, "adamw_torch")
-    assert cfg["train_on_prompt"] is False and cfg["report_to"] == "none" and cfg["bf16"] is True
-    assert cfg["template"] == PAPER_MODELS[model]
-    assert cfg.get("enable_thinking", None) is (False if model == "qwen3-4b" else None)
-    assert (cfg["dataset"], cfg["eval_dataset"]) == (f"{dataset}_train", f"{dataset}_val")
-    assert cfg["dataset_dir"] == f"data/prepared/{dataset}"
-    # prepare fits prompt + answer into its --cutoff-len; the recipe must use the same value.
-    assert cfg["cutoff_len"] == TruncationSettings().cutoff_len
-    merge = _load(RECIPES / model / "sft" / "merge.yaml")
-    assert merge["model_name_or_path"] == cfg["model_name_or_path"] and merge["template"] == cfg["template"]
-
-
-@needs_sft_env
-def test_every_recipe_parses_with_llamafactory():
-    """LlamaFactory rejects unknown keys: parse every recipe with its own argument parser."""
-    paths = sorted(RECIPES.glob("*/sft/*.yaml"))
-    assert len(paths) == 2 * len(DATASETS) + 2 + 2
-    proc = _sft_python("""
-        import sys, torch, yaml
-        from llamafactory.hparams.parser import _parse_infer_args, _parse_train_args
-        for path in sys.argv[1:]:
-            cfg = yaml.safe_load(open(path))
-            if "export_dir" in cfg:
-                _parse_infer_args(cfg)
-            else:
-                if cfg.get("bf16") and not torch.cuda.is_available():
-                    cfg["use_cpu"] = True  # bf16 recipes target GPUs; this only lets them parse here
-                _parse_train_args(cfg)
-            print("parsed", path)
-    """, *paths)
-    assert proc.stdout.count("parsed ") == len(paths)
-
-
-def _fake_env(tmp_path: Path) -> Path:
-    """An SFT env whose python only records its arguments and launcher variables."""
-    env = tmp_path / "fake_env"
-    (env / "bin").mkdir(parents=True)
-    cli = env / "bin" / "python"
-    cli.write_text('#!/usr/bin/env bash\necho "ARGS $*"\necho "PWD $PWD"\n'
-                   'echo "LAUNCH $FORCE_TORCHRUN $NNODES $NODE_RANK $NPROC_PER_NODE ${MASTER_ADDR:-} ${MASTER_PORT:-}"\n')
-    cli.chmod(0o755)
-    return env
-
-
-def test_sft_wrapper_passes_paths_and_launcher(tmp_path):
-    data_root = tmp_path / "prepared"
-    (data_root / "mimic3_top50").mkdir(parents=True)
-    (data_root / "mimic3_top50" / "dataset_info.json").write_text("{}")
-    env = dict(os.environ, LLM4ICD_SFT_ENV=str(_fake_env(tmp_path)), LLM4ICD_DATA_ROOT=str(data_root),
-               MODEL_PATH="/models/qwen3-4b", NNODES="2", NODE_RANK="1", MASTER_ADDR="node0", MASTER_PORT="29500")
-    proc = subprocess.run([RECIPES / "sft.sh", "qwen3-4b", "mimic3_top50", "save_steps=7"], env=env,
-                          capture_output=True, text=True, timeout=60,
-                          check=False)
-    assert proc.returncode == 0, proc.stderr
-    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
-    assert lines["ARGS"].split() == [
-        "-m", "llm4icd_plugins.llamafactory_cli", "train", str(RECIPES / "qwen3-4b" / "sft" / "config_mimic3_top50.yaml"),
-        f"dataset_dir={data_root / 'mimic3_top50'}",
-        f"output_dir={REPO_ROOT / 'outputs' / 'qwen3-4b' / 'sft' / 'mimic3_top50'}",
-        "model_name_or_path=/models/qwen3-4b", "save_steps=7"]
-    assert lines["PWD"] == str(REPO_ROOT)
-    assert lines["LAUNCH"].split() == ["1", "2", "1", "4", "node0", "29500"]
-
-
-@pytest.mark.parametrize("script,args,extra_env,message", [
-    ("sft.sh", ["qwen3-4b"], {}, "usage"),
-    ("sft.sh", ["qwen9", "mimic3_full"], {}, "no recipe"),
-    ("sft.sh", ["qwen3-4b", "mimic3_full"], {"LLM4ICD_SFT_ENV": "/nonexistent"}, "LLM4ICD_SFT_ENV"),
-    ("sft.sh", ["qwen3-4b", "mimic3_full"], {"LLM4ICD_DATA_ROOT": "/nonexistent"}, "data_tools.prepare"),
-    ("sft.sh", ["qwen3-4b", "mimic3_top50"], {"NNODES": "2"}, "MASTER_ADDR"),
-    ("sft_merge.sh", ["qwen3-4b", "mimic3_top50"], {"ADAPTER_DIR": "/nonexistent"}, "adapter_config.json"),
-])
-def test_wrappers_fail_clearly(tmp_path, script, args, extra_env, message):
-    data_root = tmp_path / "prepared"
-    (data_root / "mimic3_top50").mkdir(parents=True)
-    (data_root / "mimic3_top50" / "dataset_info.json").write_text("{}")
-    env = {k: v for k, v in os.environ.items() if k not in ("NNODES", "MASTER_ADDR", "MASTER_PORT", "MODEL_PATH")}
-    env.update({"LLM4ICD_SFT_ENV": str(_fake_env(tmp_path)), "LLM4ICD_DATA_ROOT": str(data_root), **extra_env})
-    proc = subprocess.run([RECIPES / script, *args], env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
-    assert proc.returncode == 2 and "ARGS" not in proc.stdout
-    assert message in proc.stderr
+def _tiny_recipe(tmp_path: Path, kind: str = "train") -> Path:
+    """The tiny CPU recipe, written by recipes/tiny/sft/compose.py (the users' SFT recipe at tiny scale)."""
+    out = tmp_path / f"tiny_{kind}.yaml"
+    subprocess.run([sys.executable, str(RECIPES / "tiny" / "sft" / "compose.py"), kind, "--out", str(out)],
+                   check=True, cwd=REPO_ROOT)
+    return out
 
 
 # --- data prepared by data_tools.prepare, then LlamaFactory --------------------------------------------
@@ -222,7 +136,7 @@ def test_llamafactory_pipeline_masks_prompt_and_cuts_nothing(prepared, tiny_mode
     full = [_render_ids(tok, ex["messages"]) for ex in examples]
     longest = max(range(len(full)), key=lambda i: len(full[i]))
     assert len(full[longest]) <= CUTOFF_LEN
-    recipe = _load(RECIPES / "tiny" / "sft" / "config_synthetic.yaml")
+    recipe = _load(_tiny_recipe(tmp_path))
     base = dict(recipe, model_name_or_path=str(tiny_model_dir), dataset_dir=str(prepared),
                 dataset="synthetic_full_train", eval_dataset=None, output_dir=str(tmp_path / "unused"))
     base = {k: v for k, v in base.items() if v is not None}
@@ -268,7 +182,7 @@ def test_lora_sft_then_merge(prepared, tiny_model_dir, tmp_path):
     adapter, merged = tmp_path / "adapter", tmp_path / "merged"
     steps = 12
     trained = _run([SFT_ENV / "bin" / "python", "-m", "llm4icd_plugins.llamafactory_cli", "train",
-                    RECIPES / "tiny" / "sft" / "config_synthetic.yaml",
+                    _tiny_recipe(tmp_path),
           f"model_name_or_path={tiny_model_dir}", f"dataset_dir={prepared}", "dataset=synthetic_full_train",
           "eval_dataset=synthetic_full_val", "eval_strategy=steps", f"eval_steps={steps}",
           f"output_dir={adapter}", f"max_steps={steps}", f"cutoff_len={CUTOFF_LEN}"])
@@ -284,7 +198,7 @@ def test_lora_sft_then_merge(prepared, tiny_model_dir, tmp_path):
     assert set(adapter_cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                   "up_proj", "down_proj"}
 
-    _run([SFT_ENV / "bin" / "python", "-m", "llm4icd_plugins.llamafactory_cli", "export", RECIPES / "tiny" / "sft" / "merge_synthetic.yaml",
+    _run([SFT_ENV / "bin" / "python", "-m", "llm4icd_plugins.llamafactory_cli", "export", _tiny_recipe(tmp_path, "merge"),
           f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={adapter}", f"export_dir={merged}"])
     assert not list(merged.glob("adapter_*")), "export must merge the adapter, not copy it"
     tok = transformers.AutoTokenizer.from_pretrained(merged)
@@ -320,7 +234,13 @@ def test_qwen3_template_with_thinking_off_matches_tokenizer(tiny_qwen3_model_dir
             "system_tag": "system"}
     (data / "dataset_info.json").write_text(json.dumps({"q3_train": {
         "file_name": "train.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages"}, "tags": tags}}))
-    recipe = _load(RECIPES / "qwen3-4b" / "sft" / "config_mimic3_full.yaml")
+    sys.path.insert(0, str(RECIPES))
+    import launch
+
+    from llm4icd_plugins.backbones import load_backbone
+
+    recipe = launch.sft_config("mimic3_full", load_backbone("qwen3-4b"), launch.load_profile("paper"), data,
+                               tmp_path / "unused", [])
     base = {k: recipe[k] for k in ("stage", "do_train", "finetuning_type", "lora_rank", "lora_target", "template",
                                     "enable_thinking", "train_on_prompt")}
     base.update(model_name_or_path=str(tiny_qwen3_model_dir), dataset_dir=str(data), dataset="q3_train",

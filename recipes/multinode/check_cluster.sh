@@ -1,5 +1,5 @@
 # Sourced by grpo_ray.sh / phi_ray.sh: checks NNODES and the Ray cluster, exports RAY_ADDRESS, NNODES, GPUS_PER_NODE.
-[[ ${NNODES:-} =~ ^[0-9]+$ && $NNODES -ge 2 ]] || die "set NNODES to the number of nodes in the Ray cluster (>= 2); for one node use recipes/grpo.sh"
+[[ ${NNODES:-} =~ ^[0-9]+$ && $NNODES -ge 2 ]] || die "set NNODES to the number of nodes in the Ray cluster (>= 2); for one node use recipes/grpo_<dataset>.sh"
 export NNODES GPUS_PER_NODE=${GPUS_PER_NODE:-4} RAY_ADDRESS=${RAY_ADDRESS:-auto}
 _root=$(cd "$HERE/../.." && pwd)
 _python=${LLM4ICD_RL_ENV:-$_root/.venvs/rl}/bin/python

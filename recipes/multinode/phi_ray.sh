@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# PHI rounds on a running multi-node Ray cluster: recipes/multinode/phi_ray.sh <model> <dataset> [hydra overrides ...]
-# Run on the head node after `ray start` on every node (recipes/multinode/README.md). Inference between
-# rounds runs on the head node's GPUs (INFER_ARGS="--tensor-parallel-size N" to use several).
-# Environment: NNODES (required, >= 2), GPUS_PER_NODE [4], RAY_ADDRESS [auto], plus those of recipes/phi.sh.
+# PHI on a running multi-node Ray cluster: NNODES=2 bash recipes/multinode/phi_ray.sh DATASET [--backbone NAME] [--profile NAME] [key=value ...]
+# Environment: NNODES (required, >= 2), GPUS_PER_NODE [4], RAY_ADDRESS [auto], plus those of recipes/launch.py (--help).
 set -euo pipefail
 die() { echo "recipes/multinode/phi_ray.sh: error: $*" >&2; exit 2; }
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-[[ $# -ge 2 ]] || die "usage: recipes/multinode/phi_ray.sh <model> <dataset> [hydra overrides ...]"
+[[ $# -ge 1 ]] || die "usage: recipes/multinode/phi_ray.sh DATASET [--backbone NAME] [--profile NAME] [key=value ...]"
 source "$HERE/check_cluster.sh"
-exec "$HERE/../phi.sh" "$@"
+exec bash "$HERE/../launch.sh" phi "$@"

