@@ -153,9 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="notes the naive loops and ours are timed on for the ratio (default 300; --quick: 40)")
     parser.add_argument("--quick", action="store_true",
                         help="a small run for CI (400 notes; one to two minutes on 2 cores)")
-    parser.add_argument("--budget", type=int, default=3712,
-                        help="prompt budget in tokens (default 3712 = prepare's max_prompt_length 4096 minus "
-                             "hint_reserve 384)")
+    parser.add_argument("--budget", type=int, default=4096,
+                        help="prompt budget in tokens (default 4096, prepare's max_prompt_length; no hint reserve)")
     parser.add_argument("--long-note-fraction", type=float, default=0.3,
                         help="share of synthetic notes with a very long hospital course (default 0.3)")
     parser.add_argument("--num-workers", type=int, default=2,

@@ -28,8 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANT = "mimic3_full"
-PROMPT_BUDGET = 1280
-"""verl's data.max_prompt_length; prepare fits unhinted prompts into PROMPT_BUDGET - HINT_RESERVE."""
+PROMPT_BUDGET = 896
+"""verl's data.max_prompt_length, the whole room of every prompt; as many note tokens as the ladder had when it
+kept 384 of 1,280 for hints, so the run time stays the same and hinted prompts stay within trained positions."""
 HINT_RESERVE = 0
 """No room kept in every prompt: PHIDataset re-fits the note of a hinted prompt around its hint block."""
 

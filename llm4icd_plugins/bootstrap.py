@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llm4icd_plugins.metrics import _ratio, _sorted_unique
+
 CI_KEYS = ("micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1")
 
 
@@ -26,16 +28,6 @@ def resample_counts(rng: np.random.Generator, n_docs: int, n_resamples: int) -> 
     flat = draws + (np.arange(n_resamples) * n_docs)[:, None]  # (resample, document) → one cell
     counts = np.bincount(flat.ravel(), minlength=n_docs * n_resamples).reshape(n_resamples, n_docs)
     return np.ascontiguousarray(counts.T, dtype=np.float32)
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
-
-
-def _sorted_unique(keys: np.ndarray) -> np.ndarray:
-    """Sorted distinct keys (a plain sort: faster than numpy 2's hash-based ``np.unique`` here)."""
-    keys = np.sort(keys)
-    return keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
 
 
 def _count_matrix(golds: Sequence[list[str]], preds: Sequence[list[str]], label_codes: list[str]):

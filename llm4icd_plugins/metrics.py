@@ -155,73 +155,10 @@ def corpus_metrics(
     }
 
 
-# --- additions for evaluation reports: bootstrap intervals and frequency buckets ----------------------
+# --- frequency buckets for evaluation reports (bootstrap intervals: llm4icd_plugins.bootstrap) ----------------
 
-CI_KEYS = ("micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1")
 DEFAULT_BUCKET_EDGES = (500, 100, 10)
 """Lower edges of the training-frequency buckets: ≥500, 100–499, 10–99 and, below the last edge, <10."""
-
-
-def _indicator(docs: Sequence[Iterable[str]], index: dict[str, int], what: str):
-    """Sparse 0/1 document × label matrix; codes outside ``index`` are dropped, repeats count once."""
-    from scipy import sparse
-
-    codes, doc_of = _flatten(docs, what)
-    cols = np.fromiter((index.get(c, -1) for c in codes), dtype=np.int64, count=len(codes))
-    keep = cols >= 0
-    matrix = sparse.csr_matrix((np.ones(int(keep.sum()), dtype=np.float64), (doc_of[keep], cols[keep])),
-                               shape=(len(docs), len(index)))
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return matrix
-
-
-def bootstrap_ci(golds: Sequence[Iterable[str]], preds: Sequence[Iterable[str]], label_space: Any = None, *,
-                 n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0, chunk: int = 100) -> dict[str, Any]:
-    """Percentile bootstrap intervals of micro/macro P/R/F1, resampling documents with replacement.
-
-    Each replicate scores ``len(golds)`` documents drawn with replacement exactly as ``corpus_metrics``
-    would score that document list: with ``label_space`` None, its label space is the codes with a gold
-    occurrence in the replicate (Edin's default applied to the replicate). Returns ``{key: (low, high)}``
-    for ``CI_KEYS`` plus the settings used.
-    """
-    if len(golds) != len(preds):
-        raise ValueError(f"{len(golds)} gold documents but {len(preds)} predictions; they must align")
-    if not golds:
-        raise ValueError("no documents to evaluate")
-    if n_resamples < 1 or not 0 < confidence < 1:
-        raise ValueError("n_resamples must be ≥ 1 and confidence in (0, 1)")
-    gold_codes, _ = _flatten(golds, "golds")
-    label_codes = sorted(set(gold_codes)) if label_space is None else _label_codes(label_space)
-    index = {c: i for i, c in enumerate(label_codes)}
-    gold = _indicator(golds, index, "golds")
-    pred = _indicator(preds, index, "preds")
-    tp = gold.multiply(pred).tocsr()
-    n_docs = len(golds)
-    rng = np.random.default_rng(seed)
-    samples = {k: [] for k in CI_KEYS}
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        weights = rng.multinomial(n_docs, np.full(n_docs, 1.0 / n_docs), size=b).astype(np.float64)  # b × docs
-        c_tp = np.asarray((tp.T @ weights.T).T)  # b × labels
-        c_gold = np.asarray((gold.T @ weights.T).T)
-        c_pred = np.asarray((pred.T @ weights.T).T)
-        mask = c_gold > 0 if label_space is None else np.ones_like(c_gold, dtype=bool)
-        s_tp, s_gold, s_pred = ((np.where(mask, c, 0.0)).sum(axis=1) for c in (c_tp, c_gold, c_pred))
-        samples["micro_precision"].append(_ratio(s_tp, s_pred))
-        samples["micro_recall"].append(_ratio(s_tp, s_gold))
-        samples["micro_f1"].append(_ratio(2 * s_tp, s_gold + s_pred))
-        n_avg = np.maximum(mask.sum(axis=1), 1)
-        for key, value in (("macro_precision", _ratio(c_tp, c_pred)), ("macro_recall", _ratio(c_tp, c_gold)),
-                           ("macro_f1", _ratio(2 * c_tp, c_gold + c_pred))):
-            samples[key].append(np.where(mask, value, 0.0).sum(axis=1) / n_avg)
-    alpha = (1 - confidence) / 2
-    out: dict[str, Any] = {}
-    for key, parts in samples.items():
-        values = np.concatenate(parts)
-        out[key] = (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))
-    out.update(n_resamples=int(n_resamples), confidence=float(confidence), seed=int(seed))
-    return out
 
 
 def bucket_names(edges: Sequence[int] = DEFAULT_BUCKET_EDGES) -> list[str]:
