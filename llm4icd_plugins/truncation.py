@@ -111,14 +111,7 @@ def truncate_for_budget(notes: Sequence[str], tokenizer, *, messages_fn: Callabl
     """
     notes = list(notes)
     budgets = _budgets(budget, len(notes))
-    kwargs = dict(chat_template_kwargs or {})
-    bad = _RESERVED_KWARGS & kwargs.keys()
-    if bad:
-        raise ValueError(f"chat_template_kwargs must not set {sorted(bad)}: the count always renders with "
-                         "add_generation_prompt=True and tokenizes the rendered text")
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"truncate_for_budget needs a fast (Rust) tokenizer for offsets; got "
-                         f"{type(tokenizer).__name__}. Load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
+    kwargs = _checked_kwargs(tokenizer, chat_template_kwargs, "truncate_for_budget")
     for i, note in enumerate(notes):
         if not isinstance(note, str):
             raise ValueError(f"note {i} is {type(note).__name__}, not str; fill or drop missing notes first")
@@ -142,6 +135,19 @@ def truncate_for_budget(notes: Sequence[str], tokenizer, *, messages_fn: Callabl
     return results
 
 
+def _checked_kwargs(tokenizer, chat_template_kwargs: dict | None, who: str) -> dict:
+    """The chat-template arguments a count may take, and a fast tokenizer (offsets need one)."""
+    kwargs = dict(chat_template_kwargs or {})
+    bad = _RESERVED_KWARGS & kwargs.keys()
+    if bad:
+        raise ValueError(f"chat_template_kwargs must not set {sorted(bad)}: the count always renders with "
+                         "add_generation_prompt=True and tokenizes the rendered text")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{who} needs a fast (Rust) tokenizer for offsets; got {type(tokenizer).__name__}. "
+                         "Load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
+    return kwargs
+
+
 class NoteFitter:
     """One note at a time, for a prompt whose text around the note changes per call (a PHI hint block): the
     tiered truncation of ``truncate_for_budget``, planned on one offsets encoding of the prompt with the whole
@@ -149,14 +155,8 @@ class NoteFitter:
     gives)."""
 
     def __init__(self, tokenizer, *, chat_template_kwargs: dict | None = None, marker: str = "[...]"):
-        kwargs = dict(chat_template_kwargs or {})
-        bad = _RESERVED_KWARGS & kwargs.keys()
-        if bad:
-            raise ValueError(f"chat_template_kwargs must not set {sorted(bad)}: the count always renders with "
-                             "add_generation_prompt=True and tokenizes the rendered text")
-        if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(f"NoteFitter needs a fast (Rust) tokenizer for offsets; got {type(tokenizer).__name__}")
-        self._worker = _Truncator(tokenizer, None, kwargs, marker)
+        self._worker = _Truncator(tokenizer, None, _checked_kwargs(tokenizer, chat_template_kwargs, "NoteFitter"),
+                                  marker)
 
     def count(self, messages: list[dict]) -> int:
         """Tokens of ``messages`` rendered with the generation prompt."""
