@@ -506,7 +506,7 @@ def test_qwen3_no_thinking_budget_counts_the_empty_think_block(small_raw, tiny_t
     assert longest >= 0.9 * cutoff  # the budget is used, not just respected
 
 
-# --- the frameworks read what prepare writes (skipped where the framework is not installed) ------------
+# --- verl reads what prepare writes (LlamaFactory: tests/test_sft_llamafactory.py, in its own environment) ---
 
 @pytest.fixture(scope="module")
 def truncated_top50(small_raw, tiny_tokenizer_dir, tmp_path_factory):
@@ -515,28 +515,6 @@ def truncated_top50(small_raw, tiny_tokenizer_dir, tmp_path_factory):
                  "--max-prompt-length", 1024, "--hint-reserve", 256, "--cutoff-len", 900,
                  "--variants", "top50", "--min-code-count", 1]) == 0
     return out / "mimic3_top50"
-
-
-def test_llamafactory_loads_the_sharegpt_dataset(truncated_top50, tiny_tokenizer_dir, tmp_path):
-    pytest.importorskip("llamafactory")
-    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
-    from llamafactory.hparams import get_train_args
-    from llamafactory.model import load_tokenizer
-
-    model_args, data_args, training_args, _, _ = get_train_args(dict(
-        model_name_or_path=str(tiny_tokenizer_dir), stage="sft", do_train=True, finetuning_type="lora",
-        dataset="mimic3_top50_train", dataset_dir=str(truncated_top50), template="qwen", cutoff_len=900,
-        output_dir=str(tmp_path / "lf"), overwrite_cache=True, preprocessing_num_workers=1, use_cpu=True,
-        report_to="none"))
-    tok = load_tokenizer(model_args)["tokenizer"]
-    template = get_template_and_fix_tokenizer(tok, data_args)
-    train = get_dataset(template, model_args, data_args, training_args, stage="sft", tokenizer=tok)["train_dataset"]
-    ex = pd.read_parquet(truncated_top50 / "examples" / "train.parquet")
-    assert len(train) == len(ex)
-    for row, input_ids, labels in zip(ex.itertuples(), train["input_ids"], train["labels"]):
-        assert len(input_ids) <= 900
-        target = tok.decode([t for t in labels if t != -100])
-        assert target.startswith(prompts.format_answer(list(row.codes)))  # the answer survived cutoff_len
 
 
 def test_verl_dataset_reads_the_parquet(truncated_top50, tiny_tokenizer_dir):
