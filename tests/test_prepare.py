@@ -381,16 +381,35 @@ def test_output_is_checked_before_the_work(small_raw, tmp_path, capsys):
 
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
-def test_read_only_output_is_refused_before_the_work(tmp_path, capsys):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+def test_read_only_output_is_refused_before_the_work():
+    """As root (CI) the check runs as the unprivileged user `nobody` (root may write anywhere)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="llm4icd-ro-"))  # world-traversable, unlike pytest's root-only tmp
     try:
-        assert _run(["mimic3", "--root", tmp_path / "no-such-root", "--out", locked / "out"]) == 2
-        assert "read-only" in capsys.readouterr().err
+        base.chmod(0o755)
+        locked = base / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        cmd = [sys.executable, "-m", "data_tools.prepare", "mimic3", "--root", str(base / "no-such-root"),
+               "--out", str(locked / "out")]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.fail("running as root needs setpriv (util-linux) to drop privileges for this check")
+            cmd = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                              env={**os.environ, "HOME": str(base)}, timeout=120, check=False)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "read-only" in proc.stderr and str(locked) in proc.stderr, proc.stderr[-2000:]
+        assert not (locked / "out").exists()
     finally:
-        locked.chmod(0o755)
+        (base / "locked").chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
 
 # --- generic input ----------------------------------------------------------------------------------------
 
