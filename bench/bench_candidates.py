@@ -1,7 +1,7 @@
 """Train time and memory of the linear candidate coder on a synthetic corpus the size of MIMIC-III Full.
 
 MIMIC-III Full in Edin's clean split: about 52,700 notes (47,700 train) and 3,681 codes. The corpus is written by
-``data_tools.synth`` and ``data_tools.prepare`` (no tokenizer) into --work once and reused; ``--scale 0.25``
+``data_tools.build.synth`` and ``data_tools.build.prepare`` (no tokenizer) into --work once and reused; ``--scale 0.25``
 runs a quarter-size corpus (notes and codes) and prints the full-size extrapolation (time linear in notes for
 the features and in codes for the per-code fits, whose rows are capped by --max-negatives).
 
@@ -9,7 +9,7 @@ the features and in codes for the per-code fits, whose rows are capped by --max-
     python bench/bench_candidates.py --work /tmp/bench_candidates_q --scale 0.25
     python bench/bench_candidates.py --work /tmp/bench_embedded --embedded   # quality on the embedded default
 
-``--embedded`` instead trains both coders (linear, kNN; 5-fold cross-fitting) with ``data_tools.candidates train``
+``--embedded`` instead trains both coders (linear, kNN; 5-fold cross-fitting) with ``data_tools.evaluation.candidates train``
 on the embedded default's corpus (900 admissions, 60 codes, seed 0, as the quickstart) and prints their
 micro/macro-F1 at the tuned threshold and candidate recall@K.
 """
@@ -39,10 +39,10 @@ def build_corpus(work: Path, scale: float, seed: int) -> Path:
     # Synthetic codes below 10 occurrences are dropped by prepare; ~1.25x codes leaves about the target count.
     n_adm, n_codes = int(MIMIC3_FULL_NOTES * scale * 1.03), int(MIMIC3_FULL_CODES * scale * 1.25)
     py = sys.executable
-    subprocess.run([py, "-m", "data_tools.synth", "--out", str(work / "raw"), "--corpus", "mimic3", "--n-admissions",
+    subprocess.run([py, "-m", "data_tools.build.synth", "--out", str(work / "raw"), "--corpus", "mimic3", "--n-admissions",
                     str(n_adm), "--n-codes", str(n_codes), "--seed", str(seed), "--overwrite", "--no-progress"],
                    check=True)
-    subprocess.run([py, "-m", "data_tools.prepare", "mimic3", "--root", str(work / "raw" / "mimic3"), "--out",
+    subprocess.run([py, "-m", "data_tools.build.prepare", "mimic3", "--root", str(work / "raw" / "mimic3"), "--out",
                     str(work / "data"), "--variants", "full", "--overwrite"], check=True, stdout=subprocess.DEVNULL)
     return variant
 
@@ -50,16 +50,16 @@ def build_corpus(work: Path, scale: float, seed: int) -> Path:
 def embedded(work: Path) -> None:
     """Both coders on the quickstart's corpus: the table of the README's candidates section."""
     py = sys.executable
-    subprocess.run([py, "-m", "data_tools.synth", "--out", str(work / "raw"), "--corpus", "mimic3", "--n-admissions",
+    subprocess.run([py, "-m", "data_tools.build.synth", "--out", str(work / "raw"), "--corpus", "mimic3", "--n-admissions",
                     "900", "--n-codes", "60", "--seed", "0", "--overwrite", "--no-progress"], check=True,
                    stdout=subprocess.DEVNULL)
-    subprocess.run([py, "-m", "data_tools.prepare", "mimic3", "--root", str(work / "raw" / "mimic3"), "--out",
+    subprocess.run([py, "-m", "data_tools.build.prepare", "mimic3", "--root", str(work / "raw" / "mimic3"), "--out",
                     str(work / "data"), "--variants", "full", "--overwrite"], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     rows = []
     for coder in ("linear", "knn"):
         out = work / coder
-        subprocess.run([py, "-m", "data_tools.candidates", "train", "--data", str(work / "data" / "mimic3_full"),
+        subprocess.run([py, "-m", "data_tools.evaluation.candidates", "train", "--data", str(work / "data" / "mimic3_full"),
                         "--coder", coder, "--out", str(out), "--overwrite", "--no-progress"], check=True)
         r = json.loads((out / "report.json").read_text(encoding="utf-8"))
         f1, recall = r["f1_at_tuned_threshold"], r["recall_at_k"]
@@ -86,8 +86,8 @@ def main() -> None:
         embedded(args.work)
         return
 
-    from data_tools.candidates import load_variant
-    from data_tools.coders import LinearCoder
+    from data_tools.evaluation.candidates import load_variant
+    from data_tools.evaluation.coders import LinearCoder
 
     start = time.perf_counter()
     variant = build_corpus(args.work, args.scale, args.seed)

@@ -1,4 +1,4 @@
-"""Benchmark of constrained decoding (``data_tools.constrain``): grammar compile time and per-token mask cost at
+"""Benchmark of constrained decoding (``data_tools.evaluation.constrain``): grammar compile time and per-token mask cost at
 MIMIC-III/IV Full label-space sizes, constrained next to unconstrained decoding.
 
 Code sets: 3,681 real ICD-9 codes and 7,942 real ICD-10 codes drawn (fixed seed) from the project's tables
@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_tools import constrain  # noqa: E402
+from data_tools.evaluation import constrain  # noqa: E402
 
 SIZES = (("MIMIC-III Full (ICD-9)", "icd9", 3681), ("MIMIC-IV Full (ICD-10)", "icd10", 7942))
 ANSWER_CODES = 12
@@ -52,7 +52,7 @@ def code_sets(include_open: bool) -> list[tuple[str, list[str]]]:
 
 
 def build_model(folder: Path, vocab: int, quick: bool) -> Path:
-    from data_tools.tiny_model import build_tiny_model, synthetic_texts
+    from data_tools.build.tiny_model import build_tiny_model, synthetic_texts
 
     from llm4icd_plugins.codes import load_code_system
 

@@ -77,7 +77,7 @@ def train_tokenizer(rng: np.random.Generator, codes: list[str]):
 
 
 def bench_reward(rng: np.random.Generator, quick: bool) -> None:
-    from llm4icd_plugins.reward import compute_score
+    from llm4icd_plugins.verl.reward import compute_score
 
     codes = icd9_codes(rng, 400)
     tokenizer, kind = train_tokenizer(rng, codes)

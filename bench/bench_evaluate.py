@@ -1,10 +1,10 @@
-"""Benchmark of ``data_tools.evaluate`` at MIMIC-IV-Full size, before and after its vectorised bootstrap.
+"""Benchmark of ``data_tools.evaluation.evaluate`` at MIMIC-IV-Full size, before and after its vectorised bootstrap.
 
 A synthetic predictions file of Edin's MIMIC-IV ICD-10 Full test split size (19,802 notes, about 7,900 codes,
 about 15 gold codes per note; real ICD-10-CM and PCS codes from the project's tables, Zipf-distributed) holds
 model responses that keep a share of the gold codes, swap some for a sibling (near misses), add random and
 hallucinated codes. The whole command runs in a subprocess, with 1,000 bootstrap resamples and without, for
-the current tree and for "before": the same tree with ``data_tools/evaluate.py`` and ``reports.py`` of
+the current tree and for "before": the same tree with ``data_tools/evaluation/evaluate.py`` and ``reports.py`` of
 ``--before-ref`` (its bootstrap is ``metrics.bootstrap_ci``, multinomial weights). Point estimates must agree
 to the last digit (exit 1 otherwise); the bootstrap intervals are printed side by side (another random
 stream: they agree within Monte-Carlo error). Wall time depends on the machine's load: CPU time is shown too.
@@ -75,7 +75,7 @@ def build_predictions(path: Path, n_notes: int, n_codes: int, per_note: float, s
 def before_tree(ref: str, folder: Path) -> Path | None:
     """Copies of data_tools/ and llm4icd_plugins/ with evaluate.py and reports.py of ``ref``; None without git."""
     files = {}
-    for name in ("data_tools/evaluate.py", "data_tools/reports.py"):
+    for name in ("data_tools/evaluation/evaluate.py", "data_tools/evaluation/reports.py"):
         shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{name}"], capture_output=True, text=True)
         if shown.returncode != 0:
             return None
@@ -88,9 +88,9 @@ def before_tree(ref: str, folder: Path) -> Path | None:
 
 
 def run_evaluate(root: Path, predictions: Path, out: Path, n_bootstrap: int) -> tuple[float, float, dict]:
-    """Wall and CPU seconds of one ``python -m data_tools.evaluate`` run from ``root``, and its metrics."""
+    """Wall and CPU seconds of one ``python -m data_tools.evaluation.evaluate`` run from ``root``, and its metrics."""
     env = {**os.environ, "PYTHONPATH": str(root), "TQDM_DISABLE": "1"}
-    command = [sys.executable, "-m", "data_tools.evaluate", "--predictions", str(predictions), "--output-dir",
+    command = [sys.executable, "-m", "data_tools.evaluation.evaluate", "--predictions", str(predictions), "--output-dir",
                str(out), "--code-system", "icd10", "--bootstrap", str(n_bootstrap)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()

@@ -1,9 +1,9 @@
 """Benchmark of the PHI re-fit: draws per second of ``PHIDataset.__getitem__`` with a hint (the whole note
 re-fitted around the hint block by ``llm4icd_plugins.truncation``) next to plain draws without one, on one core.
 
-Real-size notes: synthetic MIMIC-III discharge summaries (``data_tools.synth``, lower-cased as ``prepare``
+Real-size notes: synthetic MIMIC-III discharge summaries (``data_tools.build.synth``, lower-cased as ``prepare``
 does), a share of them with a long day-by-day hospital course (MIMIC's are ~1,500-4,000 words); a byte-level
-BPE tokenizer trained here by ``data_tools.tiny_model`` (or ``--tokenizer``). The notes are first fitted to
+BPE tokenizer trained here by ``data_tools.build.tiny_model`` (or ``--tokenizer``). The notes are first fitted to
 the unhinted prompt budget as ``prepare`` does (timed: today's truncation, notes/s), written as a PHI round
 file (every row with a 5-code pool, the whole note of truncated rows), then drawn through verl's dataset
 factory with ``phi_inject_prob`` 1 and 0. Every hinted prompt is checked against the budget (exit 1 if over).
@@ -41,7 +41,7 @@ def write_round_file(path: Path, whole: list[str], fitted: list[str], pool_codes
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from data_tools.phi_refresh import PHI_TYPE
+    from data_tools.phi.refresh import PHI_TYPE
     from llm4icd_plugins import prompts
 
     spec = prompts.PromptSpec(*SPEC_ARGS)
@@ -76,7 +76,7 @@ def build_dataset(path: Path, tokenizer, budget: int, inject_prob: float):
     from verl.trainer.ppo.utils import create_rl_dataset
 
     cfg = OmegaConf.load(Path(verl_config.__file__).parent / "data" / "legacy_data.yaml")
-    cfg.custom_cls.path = "pkg://llm4icd_plugins.verl_dataset"
+    cfg.custom_cls.path = "pkg://llm4icd_plugins.verl.dataset"
     cfg.custom_cls.name = "PHIDataset"
     cfg.max_prompt_length = budget
     cfg.filter_overlong_prompts = False  # prompts fit by construction; the hinted ones are checked below

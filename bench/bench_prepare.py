@@ -1,6 +1,6 @@
 """Benchmark of prompt truncation: notes per second for ``truncation.truncate_for_budget`` next to naive loops.
 
-A synthetic MIMIC-III corpus with long discharge summaries (``data_tools.synth``; lower-cased as
+A synthetic MIMIC-III corpus with long discharge summaries (``data_tools.build.synth``; lower-cased as
 ``prepare`` does) is truncated to a prompt budget with the project's training prompt
 (``prompts.build_messages``) and a tokenizer trained here (or ``--tokenizer`` for a real one). On a subset,
 in the same run, two naive loops that re-render and re-encode the whole prompt after each trim step:
@@ -32,11 +32,11 @@ MARKER = "[...]"
 
 
 def build_corpus(n_notes: int, long_fraction: float, seed: int) -> list[str]:
-    """Lower-cased discharge summaries from ``data_tools.synth``; cycled if it yields fewer than ``n_notes``."""
+    """Lower-cased discharge summaries from ``data_tools.build.synth``; cycled if it yields fewer than ``n_notes``."""
     import pandas as pd
 
-    from data_tools import synth
-    from data_tools.prepare import process_text
+    from data_tools.build import synth
+    from data_tools.build.prepare import process_text
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = synth.generate_mimic3(tmp, n_admissions=n_notes, seed=seed, long_note_fraction=long_fraction,
@@ -51,7 +51,7 @@ def load_tokenizer(path: str | None, corpus: list[str]):
 
     if path:
         return AutoTokenizer.from_pretrained(path), path
-    from data_tools.tiny_model import train_tokenizer
+    from data_tools.build.tiny_model import train_tokenizer
 
     folder = tempfile.mkdtemp(prefix="bench_tok_")
     return train_tokenizer(corpus[:300], folder, vocab_size=8192), "trained here (byte-level BPE, 8k vocab)"

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm4icd_plugins.reward import compute_score  # noqa: E402
+from llm4icd_plugins.verl.reward import compute_score  # noqa: E402
 
 PROMPTS, ROLLOUTS = 512, 8
 

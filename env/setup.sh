@@ -74,4 +74,8 @@ make_env() {
 }
 
 mkdir -p "$VENVS"
+# One build at a time: a second run (another test command started meanwhile) waits, then finds the
+# environment up to date instead of deleting it under the first.
+exec 9>"$VENVS/.setup.lock"
+flock 9
 for name in "${WANT[@]}"; do make_env "$name"; done

@@ -292,7 +292,7 @@ def baseline_messages(kind: str, note: str, spec: PromptSpec,
     return [{"role": "user", "content": render_baseline(kind, note, spec, shots)}]
 
 
-# --- verification by the ICD hierarchy (data_tools.verify) -------------------------------------------
+# --- verification by the ICD hierarchy (data_tools.evaluation.verify) -------------------------------------------
 # Candidates are shown by description only, without codes, and no reasoning is asked for: the survey of LLM ICD
 # coding found descriptions without codes best and reasoning harmful for this step.
 

@@ -2,7 +2,7 @@
 
 ``reward.compute_score`` adapts it to verl; ``metrics.sample_prf`` shares its F-beta. Imports no torch,
 numpy or verl (``partial_credit`` loads the category rule of ``hierarchy_metrics``). Predicted codes follow ``parsing.predicted_codes`` (the paper's Ŷ), gold codes are
-normalised the way ``data_tools.prepare`` writes them, and a bad gold value fails with the row named.
+normalised the way ``data_tools.build.prepare`` writes them, and a bad gold value fails with the row named.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def _row(extra_info: Any) -> str:
 
 def _row_error(extra_info: Any, problem: str, field: str = "reward_model.ground_truth") -> GoldError:
     return GoldError(f"reward: {_row(extra_info)}: {field} {problem}. Fix: give every row a list of ICD code "
-                     "strings (data_tools.prepare and data_tools.phi_refresh write them)")
+                     "strings (data_tools.build.prepare and data_tools.phi.refresh write them)")
 
 
 def _items(ground_truth: Any, extra_info: Any, field: str = "reward_model.ground_truth") -> list:

@@ -79,10 +79,10 @@ def response_length(dataset: str, profile: dict, data_dir: Path) -> tuple[int, s
 
 
 def prepare_command(dataset: str, backbone: Backbone, profile: dict, root: Path) -> str:
-    """The `data_tools.prepare` command that writes the variant this launch needs."""
+    """The `data_tools.build.prepare` command that writes the variant this launch needs."""
     corpus = dataset.split("_", 1)[0]
     thinking = {True: " --enable-thinking", False: " --no-enable-thinking"}.get(backbone.enable_thinking, "")
-    return (f"python -m data_tools.prepare {corpus} --root <{corpus.upper()} tables folder> "
+    return (f"python -m data_tools.build.prepare {corpus} --root <{corpus.upper()} tables folder> "
             f"--tokenizer {backbone.model}{thinking} --max-prompt-length {profile['grpo']['max_prompt_length']} "
             f"--cutoff-len {profile['sft']['cutoff_len']} --out {root / backbone.name}")
 
@@ -93,10 +93,10 @@ def _need(path: Path, what: str, fix: str) -> None:
 
 
 def _backbone_check(python: str, kind: str, backbone: Backbone, *extra: str, dry_run: bool = False) -> None:
-    """The prepared-data / template check of data_tools.backbone_check, where that module exists."""
+    """The prepared-data / template check of data_tools.build.backbone_check, where that module exists."""
     if dry_run or not (REPO / "data_tools" / "backbone_check.py").is_file():
         return
-    cmd = [python, "-m", "data_tools.backbone_check", kind, "--backbone", str(backbone_path(backbone.name)), *extra]
+    cmd = [python, "-m", "data_tools.build.backbone_check", kind, "--backbone", str(backbone_path(backbone.name)), *extra]
     proc = subprocess.run(cmd, cwd=REPO)
     if proc.returncode != 0:
         raise SystemExit(proc.returncode)
@@ -286,7 +286,7 @@ def _sft_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepare:
         env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=env.get("NPROC_PER_NODE", env.get("GPUS_PER_NODE", "4")),
                    NNODES=env.get("NNODES", "1"), NODE_RANK=env.get("NODE_RANK", "0"))
     print(f"{PROG}: LlamaFactory {verb} with {written}", file=sys.stderr)
-    _exec([sys.executable, "-m", "llm4icd_plugins.llamafactory_cli", verb, str(written)], env)
+    _exec([sys.executable, "-m", "llm4icd_plugins.llamafactory.cli", verb, str(written)], env)
     return 0
 
 
@@ -296,7 +296,7 @@ def _infer_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepar
     if args.predictions is None:
         raise UserError("infer needs --predictions PATH. Fix: name the JSONL to write")
     length, _ = response_length(args.dataset, profile, data_dir)
-    common = [sys.executable, "-m", "data_tools.infer", "--data", str(data_dir), "--split", args.split,
+    common = [sys.executable, "-m", "data_tools.evaluation.infer", "--data", str(data_dir), "--split", args.split,
               "--model", str(_model_path(backbone, args.dataset)), "--max-new-tokens", str(length),
               "--tensor-parallel-size", os.environ.get("GPUS_PER_NODE", "4"), *args.overrides]
     if backbone.enable_thinking is not None:
@@ -311,7 +311,7 @@ def _infer_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepar
 
 
 def _phi_stage(args, backbone: Backbone, profile: dict, data_dir: Path) -> int:
-    """PHI rounds (data_tools.phi_rounds) whose steps are the plain commands of this launcher and verl."""
+    """PHI rounds (data_tools.phi.rounds) whose steps are the plain commands of this launcher and verl."""
     length, source = response_length(args.dataset, profile, data_dir)
     print(f"{PROG}: response length {length} for GRPO and the refresh ({source})", file=sys.stderr)
     me = f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__)))}"
@@ -321,13 +321,13 @@ def _phi_stage(args, backbone: Backbone, profile: dict, data_dir: Path) -> int:
     train = ("TRAIN_FILE={train_file} CKPT_DIR={ckpt_dir} LORA_ADAPTER_PATH={prev_adapter} "
              f"OUTPUT_DIR={shlex.quote(str(run_dir))} "
              f"MAX_RESPONSE_LENGTH={length} {me} grpo {args.dataset} {pick} "
-             "data.custom_cls.path=pkg://llm4icd_plugins.verl_dataset data.custom_cls.name=PHIDataset "
+             "data.custom_cls.path=pkg://llm4icd_plugins.verl.dataset data.custom_cls.name=PHIDataset "
              "trainer.total_epochs=1 trainer.experiment_name=phi_round{round} " + extra)
     export = (f"{shlex.quote(sys.executable)} -m verl.model_merger merge --backend fsdp "
               "--local_dir {actor_dir} --target_dir {export_dir}")
     infer = (f"MAX_RESPONSE_LENGTH={length} {me} infer {args.dataset} {pick} "
              "--adapter {adapter} --predictions {predictions}")
-    cmd = [sys.executable, "-m", "data_tools.phi_rounds", "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "data_tools.phi.rounds", "--run-dir", str(run_dir),
            "--train", str(data_dir / "verl" / "train.parquet"), "--rounds", os.environ.get("PHI_ROUNDS", "3"),
            "--train-cmd", train, "--export-cmd", export, "--infer-cmd", infer]
     if args.dry_run:

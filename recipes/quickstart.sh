@@ -10,4 +10,4 @@ export LLM4ICD_VENVS="${LLM4ICD_VENVS:-$ROOT/.venvs}"
 PY="$LLM4ICD_VENVS/rl/bin/python"
 [ -x "$PY" ] || PY=python3
 cd "$ROOT"
-exec "$PY" -m data_tools.ladder "$@"
+exec "$PY" -m data_tools.ladder.run "$@"

@@ -3,7 +3,7 @@
 # in the rl environment (LlamaFactory tests call into the sft environment).
 #   bash scripts/test.sh                 # everything, framework runs included
 #   bash scripts/test.sh -m "not slow"   # skip the minutes-long framework runs
-#   bash scripts/test.sh tests/test_reward.py -k verl   # any pytest arguments
+#   bash scripts/test.sh tests/core/test_reward.py -k verl   # any pytest arguments
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -12,4 +12,6 @@ export LLM4ICD_VENVS="${LLM4ICD_VENVS:-$ROOT/.venvs}"
 export LLM4ICD_SFT_ENV="${LLM4ICD_SFT_ENV:-$LLM4ICD_VENVS/sft}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 export TOKENIZERS_PARALLELISM=false
+# Lint first (configured in pyproject.toml): a style error fails the run like a failing test.
+"$LLM4ICD_VENVS/rl/bin/ruff" check --quiet "$ROOT"
 exec "$LLM4ICD_VENVS/rl/bin/python" -m pytest "$@"

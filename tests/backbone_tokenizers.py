@@ -3,7 +3,7 @@ special tokens, and a chat template that renders the real model's format for sys
 
 No hub access. The templates below are written from the published `tokenizer_config.json` of each model
 (tool calling left out, which the project never uses):
-- Qwen2.5-Instruct: default system turn when there is none (`data_tools.tiny_model.QWEN25_CHAT_TEMPLATE`);
+- Qwen2.5-Instruct: default system turn when there is none (`data_tools.build.tiny_model.QWEN25_CHAT_TEMPLATE`);
 - Qwen3 hybrid (Qwen3-4B): think block handling and `enable_thinking` (`tiny_model.QWEN3_CHAT_TEMPLATE`);
 - Qwen3-2507 Instruct: no default system turn, no think block;
 - Meta-Llama-3-Instruct: BOS, header-wrapped turns, contents trimmed, no system block of its own;
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_tools import tiny_model
+from data_tools.build import tiny_model
 
 QWEN3_2507_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"

@@ -1,7 +1,7 @@
 """Shared fixtures: the repository root and a tiny Qwen model/tokenizer built locally (no hub).
 
-The tokenizer is trained on notes from ``data_tools.synth`` when that module is available, else on
-``data_tools.tiny_model``'s built-in clinical-style texts. Both fixtures are session-scoped and take
+The tokenizer is trained on notes from ``data_tools.build.synth`` when that module is available, else on
+``data_tools.build.tiny_model``'s built-in clinical-style texts. Both fixtures are session-scoped and take
 a few seconds; tests that need transformers are skipped in environments without it.
 """
 
@@ -29,10 +29,10 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_texts() -> list[str]:
     """The deterministic corpus the tiny tokenizer is trained on (synthetic notes + code strings)."""
-    from data_tools import tiny_model
+    from data_tools.build import tiny_model
 
     try:
-        import data_tools.synth  # noqa: F401
+        import data_tools.build.synth  # noqa: F401
     except ImportError:
         return tiny_model.builtin_texts()
     return tiny_model.synthetic_texts(FIXTURE_ADMISSIONS, seed=FIXTURE_SEED)
@@ -42,7 +42,7 @@ def tiny_texts() -> list[str]:
 def tiny_tokenizer_dir(tmp_path_factory, tiny_texts) -> Path:
     """A folder with only the tiny Qwen2.5-style tokenizer (tokenizer.json + config + chat template)."""
     pytest.importorskip("transformers")
-    from data_tools.tiny_model import train_tokenizer
+    from data_tools.build.tiny_model import train_tokenizer
 
     out = tmp_path_factory.mktemp("tiny_tokenizer")
     train_tokenizer(tiny_texts, out)
@@ -54,7 +54,7 @@ def tiny_model_dir(tmp_path_factory, tiny_texts) -> Path:
     """A tiny Qwen2 model (2 layers, hidden 128, head dim 64, random weights) plus its tokenizer."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from data_tools.tiny_model import build_tiny_model
+    from data_tools.build.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2", tiny_texts, seed=FIXTURE_SEED)
 
@@ -64,7 +64,7 @@ def tiny_qwen3_model_dir(tmp_path_factory, tiny_texts) -> Path:
     """The Qwen3 variant (hybrid-thinking chat format, LlamaFactory template ``qwen3``)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from data_tools.tiny_model import build_tiny_model
+    from data_tools.build.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen3", tiny_texts, arch="qwen3",
                             seed=FIXTURE_SEED)

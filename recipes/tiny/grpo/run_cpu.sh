@@ -19,9 +19,9 @@ CONFIG_NAME=${CONFIG_NAME:-tiny/grpo_synthetic}
 export TENSORBOARD_DIR=${TENSORBOARD_DIR:-$PWD/tensorboard_log}
 [[ -x $PYTHON ]] || { echo "run_cpu.sh: error: no python at $PYTHON; run 'bash env/setup.sh rl' or set PYTHON" >&2; exit 2; }
 
-# verl's CPU platform (llm4icd_plugins/verl_cpu.py), loaded by `import verl` in every process.
+# verl's CPU platform (llm4icd_plugins/verl/cpu.py), loaded by `import verl` in every process.
 export VERL_PLATFORM=cpu
-export VERL_USE_EXTERNAL_MODULES=llm4icd_plugins.verl_cpu
+export VERL_USE_EXTERNAL_MODULES=llm4icd_plugins.verl.cpu
 # vLLM's CPU build: KV cache size in GiB (otherwise it reserves most of the RAM).
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
 # No hub, no tracker.

@@ -1,0 +1,1 @@
+"""Inference and evaluation: vLLM inference (constrained, voted, verified), baselines, metrics, coders."""
