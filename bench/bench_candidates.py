@@ -9,9 +9,9 @@ the features and in codes for the per-code fits, whose rows are capped by --max-
     python bench/bench_candidates.py --work /tmp/bench_candidates_q --scale 0.25
     python bench/bench_candidates.py --work /tmp/bench_embedded --embedded   # quality on the embedded default
 
-``--embedded`` instead trains both coders (linear, kNN; 5-fold cross-fitting) with ``data_tools.evaluation.candidates train``
-on the embedded default's corpus (900 admissions, 60 codes, seed 0, as the quickstart) and prints their
-micro/macro-F1 at the tuned threshold and candidate recall@K.
+``--embedded`` instead trains both coders (linear, kNN; 5-fold cross-fitting) with
+``data_tools.evaluation.candidates train`` on the embedded default's corpus (900 admissions, 60 codes, seed 0,
+as the quickstart) and prints their micro/macro-F1 at the tuned threshold and candidate recall@K.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def build_corpus(work: Path, scale: float, seed: int) -> Path:
     # Synthetic codes below 10 occurrences are dropped by prepare; ~1.25x codes leaves about the target count.
     n_adm, n_codes = int(MIMIC3_FULL_NOTES * scale * 1.03), int(MIMIC3_FULL_CODES * scale * 1.25)
     py = sys.executable
-    subprocess.run([py, "-m", "data_tools.build.synth", "--out", str(work / "raw"), "--corpus", "mimic3", "--n-admissions",
-                    str(n_adm), "--n-codes", str(n_codes), "--seed", str(seed), "--overwrite", "--no-progress"],
-                   check=True)
+    subprocess.run([py, "-m", "data_tools.build.synth", "--out", str(work / "raw"), "--corpus", "mimic3",
+                    "--n-admissions", str(n_adm), "--n-codes", str(n_codes), "--seed", str(seed), "--overwrite",
+                    "--no-progress"], check=True)
     subprocess.run([py, "-m", "data_tools.build.prepare", "mimic3", "--root", str(work / "raw" / "mimic3"), "--out",
                     str(work / "data"), "--variants", "full", "--overwrite"], check=True, stdout=subprocess.DEVNULL)
     return variant
@@ -50,17 +50,18 @@ def build_corpus(work: Path, scale: float, seed: int) -> Path:
 def embedded(work: Path) -> None:
     """Both coders on the quickstart's corpus: the table of the README's candidates section."""
     py = sys.executable
-    subprocess.run([py, "-m", "data_tools.build.synth", "--out", str(work / "raw"), "--corpus", "mimic3", "--n-admissions",
-                    "900", "--n-codes", "60", "--seed", "0", "--overwrite", "--no-progress"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([py, "-m", "data_tools.build.synth", "--out", str(work / "raw"), "--corpus", "mimic3",
+                    "--n-admissions", "900", "--n-codes", "60", "--seed", "0", "--overwrite", "--no-progress"],
+                   check=True, stdout=subprocess.DEVNULL)
     subprocess.run([py, "-m", "data_tools.build.prepare", "mimic3", "--root", str(work / "raw" / "mimic3"), "--out",
                     str(work / "data"), "--variants", "full", "--overwrite"], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     rows = []
     for coder in ("linear", "knn"):
         out = work / coder
-        subprocess.run([py, "-m", "data_tools.evaluation.candidates", "train", "--data", str(work / "data" / "mimic3_full"),
-                        "--coder", coder, "--out", str(out), "--overwrite", "--no-progress"], check=True)
+        subprocess.run([py, "-m", "data_tools.evaluation.candidates", "train", "--data",
+                        str(work / "data" / "mimic3_full"), "--coder", coder, "--out", str(out), "--overwrite",
+                        "--no-progress"], check=True)
         r = json.loads((out / "report.json").read_text(encoding="utf-8"))
         f1, recall = r["f1_at_tuned_threshold"], r["recall_at_k"]
         rows.append(f"| {coder} | {100 * f1['test_micro_f1']:.1f} | {100 * f1['test_macro_f1']:.1f} | "

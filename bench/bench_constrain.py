@@ -1,9 +1,9 @@
-"""Benchmark of constrained decoding (``data_tools.evaluation.constrain``): grammar compile time and per-token mask cost at
-MIMIC-III/IV Full label-space sizes, constrained next to unconstrained decoding.
+"""Benchmark of constrained decoding (``data_tools.evaluation.constrain``): grammar compile time and per-token mask
+cost at MIMIC-III/IV Full label-space sizes, constrained next to unconstrained decoding.
 
 Code sets: 3,681 real ICD-9 codes and 7,942 real ICD-10 codes drawn (fixed seed) from the project's tables
 (Edin's MIMIC-III and MIMIC-IV ICD-10 Full label-space sizes), and with ``--open`` the whole tables (the
-``code-system`` constraint). Tokenizer: a byte-level BPE trained here with ``tokenizers`` on synthetic notes
+``code-system`` constraint). Tokenizer: ``data_tools.build.tiny_model``'s byte-level BPE trained here on synthetic notes
 and the tables' code titles (``--vocab`` tokens, Qwen2 style), or the one of ``--model``.
 
 1. xgrammar directly (the engine vLLM's structured outputs run): compile time of both grammar spellings
@@ -13,7 +13,7 @@ and the tables' code titles (``--vocab`` tokens, Qwen2 style), or the one of ``-
    freely and under each grammar; time per generated token and per request (first call compiles the grammar,
    the second finds it in vLLM's grammar cache).
 
-Run: ``PYTHONPATH=. .venvs/rl/bin/python bench/bench_constrain.py [--quick] [--open] [--no-vllm]``.
+Run: ``.venvs/rl/bin/python bench/bench_constrain.py [--quick] [--open] [--no-vllm]``.
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_tools.evaluation import constrain  # noqa: E402
+from data_tools.evaluation import constrain
 
 SIZES = (("MIMIC-III Full (ICD-9)", "icd9", 3681), ("MIMIC-IV Full (ICD-10)", "icd10", 7942))
 ANSWER_CODES = 12

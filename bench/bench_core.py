@@ -1,11 +1,11 @@
 """Benchmark of the pure core: is the reward negligible next to decoding, and are the metrics fast and right?
 
 (1) ``reward.compute_score`` µs per response at 5, 20 and 50 codes next to the µs the same response takes
-    to ``decode`` with a fast BPE tokenizer trained here (the step verl runs before every reward call).
+    to ``decode`` with ``tiny_model``'s byte-level BPE trained here (the step verl runs before every reward call).
 (2) ``metrics.corpus_metrics`` on a MIMIC-IV-full-sized synthetic test set next to scikit-learn
     (``MultiLabelBinarizer`` + ``precision_recall_fscore_support``, micro and macro), with an agreement check.
 
-Run: ``PYTHONPATH=. python bench/bench_core.py [--quick]``. Exits 1 if the metrics disagree.
+Run: ``.venvs/rl/bin/python bench/bench_core.py [--quick]``. Exits 1 if the metrics disagree.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm4icd_plugins.metrics import corpus_metrics, sample_prf  # noqa: E402
+from llm4icd_plugins.metrics import corpus_metrics, sample_prf
 
 MIMIC_IV_FULL = {"docs": 19_802, "codes": 7_900, "gold_per_doc": 15, "pred_per_doc": 15}
 QUICK = {"docs": 2_000, "codes": 1_000, "gold_per_doc": 15, "pred_per_doc": 15}
@@ -54,35 +53,25 @@ def icd9_codes(rng: np.random.Generator, n: int) -> list[str]:
     return [pool[i] for i in rng.choice(len(pool), n, replace=False)]
 
 
-def train_tokenizer(rng: np.random.Generator, codes: list[str]):
-    """A byte-level BPE trained on generated clinical-ish text with code lists; HF-wrapped if transformers imports."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def train_tokenizer(rng: np.random.Generator, codes: list[str], folder: str):
+    """``tiny_model``'s byte-level BPE (Qwen2 pre-tokenizer) trained on generated clinical-ish text with code lists."""
+    from data_tools.build.tiny_model import train_tokenizer as train
 
     lines = []
     for _ in range(3000):
         words = " ".join(rng.choice(_WORDS, 25))
         listed = ", ".join(rng.choice(codes, int(rng.integers(3, 30))))
         lines.append(f"{words}. Discharge codes: <code>{listed}</code>")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=4000, special_tokens=["<|endoftext|>", "<|im_end|>"],
-                                                       show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    try:
-        from transformers import PreTrainedTokenizerFast
-
-        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>"), "transformers PreTrainedTokenizerFast"
-    except Exception:
-        return tok, "tokenizers.Tokenizer (transformers not importable)"
+    return train(lines, folder, vocab_size=4000)
 
 
 def bench_reward(rng: np.random.Generator, quick: bool) -> None:
     from llm4icd_plugins.verl.reward import compute_score
 
     codes = icd9_codes(rng, 400)
-    tokenizer, kind = train_tokenizer(rng, codes)
-    hf = hasattr(tokenizer, "convert_ids_to_tokens")
-    print(f"\n(1) reward vs decode, per response; tokenizer: {kind}")
+    with tempfile.TemporaryDirectory(prefix="bench_core_tok_") as folder:
+        tokenizer = train_tokenizer(rng, codes, folder)
+    print(f"\n(1) reward vs decode, per response; tokenizer: data_tools.build.tiny_model, {len(tokenizer):,} tokens")
     print(f"{'codes':>5} {'tokens':>6} {'decode µs':>10} {'reward µs':>10} {'reward/decode':>14} "
           f"{'reward+icd9 µs':>15} {'ratio':>6}")
     number = 200 if quick else 2000
@@ -90,11 +79,18 @@ def bench_reward(rng: np.random.Generator, quick: bool) -> None:
         gold = codes[:n_codes]
         pred = codes[n_codes // 2:n_codes // 2 + n_codes]  # half right, half wrong
         text = "<code>" + ", ".join(pred) + "</code>"
-        ids = tokenizer.encode(text + "<|im_end|>") if hf else tokenizer.encode(text + "<|im_end|>").ids
-        decode = (lambda: tokenizer.decode(ids, skip_special_tokens=True))
+        ids = tokenizer.encode(text + "<|im_end|>")
+
+        def decode():
+            return tokenizer.decode(ids, skip_special_tokens=True)
+
+        def reward():
+            return compute_score("mimic", text, gold, None)
+
+        def reward_sys():
+            return compute_score("mimic", text, gold, None, code_system="icd9")
+
         assert decode().strip().endswith("</code>"), "decode round trip failed"
-        reward = (lambda: compute_score("mimic", text, gold, None))
-        reward_sys = (lambda: compute_score("mimic", text, gold, None, code_system="icd9"))
         assert abs(reward()["score"] - sample_prf(pred, gold)[2]) < 1e-12, "reward sanity check failed"
         t_dec, t_rew = best_us(decode, number), best_us(reward, number)
         try:

@@ -8,7 +8,7 @@ the unhinted prompt budget as ``prepare`` does (timed: today's truncation, notes
 file (every row with a 5-code pool, the whole note of truncated rows), then drawn through verl's dataset
 factory with ``phi_inject_prob`` 1 and 0. Every hinted prompt is checked against the budget (exit 1 if over).
 
-Run: ``PYTHONPATH=. python bench/bench_phi_refit.py [--quick]``.
+Run: ``.venvs/rl/bin/python bench/bench_phi_refit.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_prepare import build_corpus, load_tokenizer  # noqa: E402
+from bench_prepare import build_corpus, load_tokenizer  # noqa: E402  (bench/ is sys.path[0] for a script)
 
 SPEC_ARGS = ("icd9", "full", "MIMIC-III")
 

@@ -20,13 +20,10 @@ import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llm4icd_plugins.truncation import truncate_for_budget  # noqa: E402
+from llm4icd_plugins.truncation import truncate_for_budget
 
 MARKER = "[...]"
 
@@ -36,7 +33,7 @@ def build_corpus(n_notes: int, long_fraction: float, seed: int) -> list[str]:
     import pandas as pd
 
     from data_tools.build import synth
-    from data_tools.build.prepare import process_text
+    from data_tools.build.loaders import process_text
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = synth.generate_mimic3(tmp, n_admissions=n_notes, seed=seed, long_note_fraction=long_fraction,

@@ -10,7 +10,7 @@ their corpus metrics. Both sides see the same responses; scores are checked to a
 The last two rows time the recall options (``partial_credit``; ``recovery_bonus`` on PHI rows whose
 ``extra_info`` carries a pool of 3 gold codes, one hinted); the speed-up target applies with them off.
 
-Run: ``PYTHONPATH=. python bench/bench_reward.py [--quick]``.
+Run: ``.venvs/rl/bin/python bench/bench_reward.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -22,13 +22,11 @@ import re
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm4icd_plugins.verl.reward import compute_score  # noqa: E402
+from llm4icd_plugins.verl.reward import compute_score
 
 PROMPTS, ROLLOUTS = 512, 8
 

@@ -1,8 +1,9 @@
 """The backbone registry: one small YAML per model under `recipes/models/`, read into a `Backbone`.
 
 A backbone names the model, its LlamaFactory template and the chat-template arguments verl and vLLM use,
-plus the GPU knobs that depend on model size. Pure: PyYAML only, so any environment (and any test) can
-read it without torch, verl or LlamaFactory.
+plus the GPU knobs that depend on model size. `chat_template` is the Jinja text itself (a YAML block), not a
+file: the GRPO recipes hand it to verl as `actor_rollout_ref.model.custom_chat_template`, and Hydra reads YAML.
+Pure: PyYAML only, so any environment (and any test) can read it without torch, verl or LlamaFactory.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Backbone:
     model: str  # hub id or local folder of the base model
     template: str  # LlamaFactory template name
     chat_template_kwargs: dict = field(default_factory=dict)  # e.g. {"enable_thinking": False}
-    chat_template: str | None = None  # a Jinja file replacing the tokenizer's own, or None
+    chat_template: str | None = None  # Jinja text replacing the tokenizer's own (verl, vLLM, prepare), or None
     tensor_parallel_size: int = 1  # vLLM rollout / inference tensor parallelism
     actor_tokens_per_gpu: int = 16384  # verl dynamic batch: tokens per GPU per actor update micro-batch
     log_prob_tokens_per_gpu: int = 32768  # verl dynamic batch: tokens per GPU per log-prob pass
@@ -99,6 +100,7 @@ def load_backbone(name_or_path: str | Path, directory: str | Path | None = None)
         if not isinstance(value, _TYPES[key]) or isinstance(value, bool) and bool not in _TYPES[key]:
             want = " or ".join(t.__name__ for t in _TYPES[key])
             raise user_error(path, f"'{key}' is {describe(value)}", f"make '{key}' a {want}")
+    _check_chat_template(path, raw["chat_template"])
     if raw["name"] != path.stem:
         raise user_error(path, f"'name' differs from the file name '{path.stem}'",
                          f"set name: {path.stem} (or rename the file)")
@@ -109,6 +111,19 @@ def load_backbone(name_or_path: str | Path, directory: str | Path | None = None)
     if not 0 < backbone.gpu_memory_utilization <= 1:
         raise user_error(path, "'gpu_memory_utilization' is outside (0, 1]", "set it to a fraction such as 0.6")
     return backbone
+
+
+def _check_chat_template(path: Path, text: str | None) -> None:
+    """A chat template must be Jinja text Hydra passes through unchanged: not a file name, no `${`."""
+    if text is None:
+        return
+    if "{{" not in text and "{%" not in text:
+        raise user_error(path, "'chat_template' holds no Jinja ({{ or {%): it is the template's text, not a file name",
+                         "paste the Jinja text as a YAML block (chat_template: |-) or write the backbone with "
+                         "python -m data_tools.build.backbone_check export-template")
+    if "${" in text:
+        raise user_error(path, "'chat_template' contains '${', which Hydra would read as an interpolation",
+                         "rewrite that part of the template without '${' (e.g. '$' ~ '{')")
 
 
 __all__ = ["BACKBONE_DIR", "BACKBONE_DIR_ENV", "DEFAULT_BACKBONE", "Backbone", "UserError", "backbone_dir",

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from llm4icd_plugins.metrics import corpus_metrics
+from llm4icd_plugins.normalize import category  # re-exported: the rule lives with the code forms
 
 HIERARCHY_KEYS = (
     "category_micro_precision", "category_micro_recall", "category_micro_f1",
@@ -28,26 +29,6 @@ HIERARCHY_KEYS = (
     "n_fp", "n_near_miss", "near_miss_rate", "n_fn", "n_fn_near_miss", "fn_near_miss_rate",
 )
 """Keys of ``hierarchy_metrics``' result besides ``per_code``; rates are fractions of n_fp / n_fn (0/0 = 0)."""
-
-_MAX_DEPTH = 16  # guards the parent walk against a cycle in a damaged table
-
-
-def _string_category(code: str) -> str:
-    head = code.split(".", 1)[0]
-    return head[:3] if "." not in code and len(code) == 7 else head
-
-
-def category(code: str, code_system: Any = None) -> str:
-    """The category of a canonical code: its top ancestor in ``code_system``, else the string rule."""
-    root = code
-    if code_system is not None and code in code_system:
-        for _ in range(_MAX_DEPTH):
-            parent = code_system.parent(root)
-            if not parent:
-                break
-            root = parent
-    return _string_category(root)
-
 
 def category_map(codes: Iterable[str], code_system: Any = None) -> dict[str, str]:
     """``{code: category}`` for the distinct ``codes``."""

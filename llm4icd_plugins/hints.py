@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from llm4icd_plugins.prompts import HINT_STYLES
+
 __all__ = ["HintConfig", "HintSampler", "code_priorities", "clip_priorities", "sampling_weights",
            "hint_pools", "code_stats", "draw_rng", "CONFIG_PREFIX"]
 
@@ -35,16 +37,23 @@ class HintConfig:
     recall_floor: float = 0.05
     clip_multiple: float = 3.0
     description_chars: int = 100
+    hint_style: str = "paper"
+    """What a draw inserts (``prompts.HINT_STYLES``): ``paper`` (App. E), ``no_example`` (no mini example) or
+    ``neutral`` (code-free filler of the paper block's token length)."""
     skip_empty: bool = True
     seed: int = 0
     audit_file: str | None = None
     """If set, every draw appends ``{"sample_id", "split", "hints"}`` (codes only, no text) to this JSONL."""
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            value = getattr(self, name)
-            return ValueError(f"PHI setting data.{CONFIG_PREFIX}{name}={value!r}: {why}")
+        self._check_types()
+        self._check_ranges()
 
+    def _bad(self, name: str, why: str) -> ValueError:
+        return ValueError(f"PHI setting data.{CONFIG_PREFIX}{name}={getattr(self, name)!r}: {why}")
+
+    def _check_types(self) -> None:
+        bad = self._bad
         for name in ("inject_prob", "temperature", "recall_floor", "clip_multiple"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -57,6 +66,11 @@ class HintConfig:
             raise bad("skip_empty", "must be true or false")
         if self.audit_file is not None and not isinstance(self.audit_file, str):
             raise bad("audit_file", "must be a file path")
+        if not isinstance(self.hint_style, str) or self.hint_style not in HINT_STYLES:
+            raise bad("hint_style", f"must be one of {', '.join(HINT_STYLES)} (the paper's block is 'paper')")
+
+    def _check_ranges(self) -> None:
+        bad = self._bad
         if not 0.0 <= self.inject_prob <= 1.0:
             raise bad("inject_prob", "must be in [0, 1] (the paper uses 0.5)")
         if self.min_hints < 1:

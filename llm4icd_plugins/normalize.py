@@ -90,3 +90,24 @@ def table_of_canonical(code: str, system: str) -> str | None:
 def is_canonical(code: str, table: str) -> bool:
     """True if ``code`` is already in the canonical form of ``table``."""
     return bool(_CANONICAL[table].match(code))
+
+
+_MAX_DEPTH = 16  # guards the parent walk against a cycle in a damaged table
+
+
+def _string_category(code: str) -> str:
+    head = code.split(".", 1)[0]
+    return head[:3] if "." not in code and len(code) == 7 else head
+
+
+def category(code: str, code_system=None) -> str:
+    """The category of a canonical code: its top ancestor in ``code_system`` (a ``codes.CodeSystem``), else
+    the string rule (the part before the dot; the first three characters of a 7-character PCS code)."""
+    root = code
+    if code_system is not None and code in code_system:
+        for _ in range(_MAX_DEPTH):
+            parent = code_system.parent(root)
+            if not parent:
+                break
+            root = parent
+    return _string_category(root)

@@ -165,6 +165,15 @@ def parse_codes(
     return _parse_tokens(tokens, code_system, label_space, has_span, format_ok, truncated)
 
 
+def _all_kept(tokens: list, kept_memo: dict) -> dict | None:
+    """The distinct codes of ``tokens`` when every one is a known, kept code (the common case), else None."""
+    try:
+        fast = dict.fromkeys(map(kept_memo.get, tokens))
+    except TypeError:  # an unhashable item in a JSON list
+        return None
+    return None if None in fast else fast
+
+
 def _parse_tokens(tokens: Iterable[Any], code_system: Any, label_space: Any, has_span: bool, format_ok: bool,
                   truncated: bool) -> ParseResult:
     last = _last_context  # ``_context`` inlined: this runs once per response
@@ -172,14 +181,10 @@ def _parse_tokens(tokens: Iterable[Any], code_system: Any, label_space: Any, has
         allowed, memo, kept_memo = last[2]
     else:
         allowed, memo, kept_memo = _context(code_system, label_space)
-    if type(tokens) is list and kept_memo:
-        try:
-            fast = dict.fromkeys(map(kept_memo.get, tokens))  # the common case: every token a known, kept code
-        except TypeError:  # an unhashable item in a JSON list
-            fast = {None: None}
-        if None not in fast:
-            n = len(tokens)
-            return _new(ParseResult, (tuple(fast), (), (), n, 0, 0, 0, n - len(fast), has_span, format_ok, truncated))
+    fast = _all_kept(tokens, kept_memo) if type(tokens) is list and kept_memo else None
+    if fast is not None:
+        n = len(tokens)
+        return _new(ParseResult, (tuple(fast), (), (), n, 0, 0, 0, n - len(fast), has_span, format_ok, truncated))
     seen: dict[str, int] = {}
     n_tokens = n_malformed = n_duplicates = n_other = 0
     for token in tokens:

@@ -1,6 +1,6 @@
 """Every prompt of the project, in one place: the SFT/RL training prompt, the PHI hint block
-(paper App. E) and the four prompting baselines (paper App. D), parameterised by code system,
-corpus and label scope.
+(paper App. E), the optional candidate block (suggestions of a discriminative coder) and the four
+prompting baselines (paper App. D), parameterised by code system, corpus and label scope.
 
 Templates hold ``{PLACEHOLDER}`` fields filled in a single regex pass (``_fill``), never with
 ``str.format``: a note containing braces, ``{DISCHARGE_SUMMARY}`` or backslashes is inserted
@@ -134,16 +134,22 @@ def format_line(spec: PromptSpec) -> str:
 
 
 def build_user_prompt(note: str, spec: PromptSpec, hints: Sequence | None = None, *,
-                      max_description_chars: int = DESCRIPTION_MAX_CHARS) -> str:
-    """The user turn of a training example: instruction, note, [PHI hint block], format line.
+                      max_description_chars: int = DESCRIPTION_MAX_CHARS, candidates: Sequence | None = None) -> str:
+    """The user turn of a training example: instruction, [candidate block], note, [PHI hint block], format line.
 
     ``hints`` is ``None``/empty (the inference and SFT prompt) or a sequence of ``(code, description)``
     pairs (description may be ``None``). The hinted and unhinted prompts differ only by the inserted
-    block, placed before the format line as in App. E.
+    block, placed before the format line as in App. E. ``candidates`` (``None``: the paper's prompt) are
+    ``(code, description)`` pairs of a discriminative coder, listed before the note header in every split's
+    prompt, so the text after the note header is the same with or without them.
     """
     if not isinstance(note, str):
         raise TypeError(f"note must be a string, got {type(note).__name__}")
-    parts = [training_instruction(spec), f"{NOTE_HEADER}\n{note}"]
+    parts = [training_instruction(spec)]
+    if candidates is not None:
+        parts.append(render_candidate_block([c[0] for c in candidates], [c[1] for c in candidates], spec,
+                                            max_description_chars=max_description_chars))
+    parts.append(f"{NOTE_HEADER}\n{note}")
     if hints:
         codes = [h[0] for h in hints]
         descriptions = [h[1] for h in hints]
@@ -153,9 +159,42 @@ def build_user_prompt(note: str, spec: PromptSpec, hints: Sequence | None = None
     return "\n\n".join(parts)
 
 
-def build_messages(note: str, spec: PromptSpec, hints: Sequence | None = None) -> list[dict[str, str]]:
+def build_messages(note: str, spec: PromptSpec, hints: Sequence | None = None, *,
+                   candidates: Sequence | None = None) -> list[dict[str, str]]:
     """Chat messages of a training prompt (one user turn; no system turn, the model's template default)."""
-    return [{"role": "user", "content": build_user_prompt(note, spec, hints)}]
+    return [{"role": "user", "content": build_user_prompt(note, spec, hints, candidates=candidates)}]
+
+
+# --- candidate block (suggestions of a discriminative coder, data_tools.evaluation.candidates) -------------
+
+CANDIDATES_HEAD = (
+    "Candidate codes:\n"
+    "An automatic coder suggests the {CODE_SYSTEM} codes below, best first. They are suggestions only and may or "
+    "may not apply: assign a listed code only if the discharge summary supports it, and also assign applicable "
+    "codes that are not listed.\n"
+    "Suggested codes:"
+)
+CANDIDATES_NONE = "- (no suggestions)"
+
+
+def render_candidate_block(codes: Sequence[str], descriptions: Sequence[str | None] | None, spec: PromptSpec, *,
+                           max_description_chars: int = DESCRIPTION_MAX_CHARS) -> str:
+    """The candidate block listing ``codes`` (best first) with their (truncated) descriptions; an empty list
+    says so. A missing description drops the parentheses, as in the hint block."""
+    if isinstance(codes, str):
+        raise ValueError("render_candidate_block needs a sequence of codes, not a string")
+    descs = [None] * len(codes) if descriptions is None else list(descriptions)
+    if len(descs) != len(codes):
+        raise ValueError(f"{len(codes)} candidate codes but {len(descs)} descriptions")
+    lines = [_fill(CANDIDATES_HEAD, spec.placeholders())]
+    for code, desc in zip(codes, descs):
+        if not isinstance(code, str) or not code.strip() or "\n" in code:
+            raise ValueError(f"invalid candidate code {code!r}")
+        short = truncate_description(desc, max_description_chars)
+        lines.append(f"- {code} ({short})" if short else f"- {code}")
+    if not codes:
+        lines.append(CANDIDATES_NONE)
+    return "\n".join(lines)
 
 
 # --- PHI hint block (paper App. E) -----------------------------------------------------------------
@@ -205,11 +244,12 @@ def truncate_description(text: str | None, max_chars: int = DESCRIPTION_MAX_CHAR
 
 
 def render_hint_block(codes: Sequence[str], descriptions: Sequence[str | None] | Mapping[str, str | None] | None,
-                      version, *, max_description_chars: int = DESCRIPTION_MAX_CHARS) -> str:
+                      version, *, max_description_chars: int = DESCRIPTION_MAX_CHARS, example: bool = True) -> str:
     """The App. E "Training hint" block listing ``codes`` with their (truncated) descriptions.
 
     ``descriptions`` is a sequence parallel to ``codes``, a mapping code → description, or ``None``;
-    a missing description drops the parentheses. ``version`` is 9/10 or "icd9"/"icd10".
+    a missing description drops the parentheses. ``version`` is 9/10 or "icd9"/"icd10". ``example=False``
+    leaves out the closing mini example (the ``no_example`` style: its codes are frequent gold codes).
     """
     system = _version_key(version)
     if isinstance(codes, str) or not codes:
@@ -228,6 +268,8 @@ def render_hint_block(codes: Sequence[str], descriptions: Sequence[str | None] |
             raise ValueError(f"invalid hinted code {code!r}")
         short = truncate_description(desc, max_description_chars)
         lines.append(f"- {code} ({short})" if short else f"- {code}")
+    if not example:
+        return "\n".join(lines)
     (hint_code, hint_desc), (other_1, other_2) = HINT_MINI_EXAMPLES[system]
     lines.append(_fill(HINT_TEMPLATE_TAIL, {
         "EXAMPLE_HINT_CODE": hint_code,
@@ -239,11 +281,32 @@ def render_hint_block(codes: Sequence[str], descriptions: Sequence[str | None] |
     return "\n".join(lines)
 
 
+
+HINT_STYLES = ("paper", "no_example", "neutral")
+"""What a PHI draw inserts (``data.phi_hint_style``): the App. E block; that block without its mini example;
+or ``neutral_block`` filler of the paper block's token length, naming no code (position and length stay,
+copying is impossible)."""
+
+NEUTRAL_HEAD = "Reading note:"
+NEUTRAL_WORDS = ("read", "the", "whole", "discharge", "summary", "with", "care", "and", "answer", "only", "from",
+                 "what", "it", "states")
+"""Filler of the ``neutral`` style: plain lower-case words, no digit, no code, no tag."""
+
+
+def neutral_block(n_words: int) -> str:
+    """The ``neutral`` style's block: ``NEUTRAL_HEAD`` and ``n_words`` filler words (``NEUTRAL_WORDS`` cycled),
+    ending with a full stop. Callers pick ``n_words`` to match the paper block's token count."""
+    if isinstance(n_words, bool) or not isinstance(n_words, int) or n_words < 0:
+        raise ValueError(f"n_words must be a non-negative integer, got {n_words!r}")
+    words = [NEUTRAL_WORDS[i % len(NEUTRAL_WORDS)] for i in range(n_words)]
+    return NEUTRAL_HEAD + ("\n" + " ".join(words) + "." if words else "")
+
 # --- prompting baselines (paper App. D, word for word; line breaks added for readability) ------------
 
 BASELINE_KINDS = ("zero_shot", "few_shot", "zero_shot_cot", "few_shot_cot")
 
-_HEAD = "You are a clinical coding specialist assigning {CODE_SYSTEM} codes from a discharge summary. Use {LABEL_SCOPE}."
+_HEAD = ("You are a clinical coding specialist assigning {CODE_SYSTEM} codes from a discharge summary. "
+         "Use {LABEL_SCOPE}.")
 _PLAIN_RULE = "Output only the final {CODE_SYSTEM} codes in <code>...</code>. Do not include any other text."
 _COT_RULE = ("First write a brief structured rationale in <think>...</think>, then output the final {CODE_SYSTEM} "
              "codes in <code>...</code>. Do not put codes outside the <code> block.")

@@ -1,8 +1,9 @@
 """The reward's pure core: one answer scored against one row's gold codes under one configuration.
 
 ``reward.compute_score`` adapts it to verl; ``metrics.sample_prf`` shares its F-beta. Imports no torch,
-numpy or verl (``partial_credit`` loads the category rule of ``hierarchy_metrics``). Predicted codes follow ``parsing.predicted_codes`` (the paper's Ŷ), gold codes are
-normalised the way ``data_tools.build.prepare`` writes them, and a bad gold value fails with the row named.
+numpy or verl (``partial_credit`` uses the category rule of ``normalize``). Predicted codes follow
+``parsing.predicted_codes`` (the paper's Ŷ), gold codes are normalised the way ``data_tools.build.prepare``
+writes them, and a bad gold value fails with the row named.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from llm4icd_plugins.errors import describe
-from llm4icd_plugins.normalize import canonicalize
+from llm4icd_plugins.normalize import canonicalize, category, table_of_canonical
 from llm4icd_plugins.parsing import predicted_codes
 
 REWARD_KEYS = (
@@ -237,9 +238,6 @@ def _gold_of(items: tuple[str, ...], code_system: Any) -> frozenset[str]:
 @lru_cache(maxsize=1 << 16)
 def _category_key(code: str, code_system: Any) -> tuple:
     """(table by canonical form, category): keeps ICD-10-PCS B00B0ZZ apart from ICD-10-CM B00.1."""
-    from llm4icd_plugins.hierarchy_metrics import category
-    from llm4icd_plugins.normalize import table_of_canonical
-
     return table_of_canonical(code, code_system.name) if code_system is not None else None, \
         category(code, code_system)
 

@@ -11,6 +11,9 @@ batched render + encode re-checks every truncated prompt; the rare one still ove
 a cut) is shaved by its excess and re-checked. ``NoteFitter`` does the same for one note at a time, for a
 prompt whose text around the note varies per call (PHI hint blocks, at data-loading time).
 
+``count_prompt_tokens`` is the project's one prompt-token count (what verl's prompt filter and
+``apply_chat_template(tokenize=True, add_generation_prompt=True)`` give); the truncation counts with it too.
+
 Note: in transformers 5 ``apply_chat_template(tokenize=True)`` returns a dict unless ``return_dict=False``.
 """
 
@@ -27,13 +30,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["TruncationResult", "truncate_for_budget", "NoteFitter", "NoteSections", "find_sections"]
+__all__ = ["TruncationResult", "truncate_for_budget", "NoteFitter", "NoteSections", "find_sections",
+           "count_prompt_tokens", "count_prompt_tokens_batch"]
+
+MessagesFn = Callable[[str], list[dict]]
 
 _SENTINEL = "\ue000\ue001\ue002"  # private-use code points: never in a real note or template
 _BATCH = 128  # prompts per batched render/encode: bounds memory (offsets of long notes are big)
 _MAX_SHAVE_ROUNDS = 32
 _RATIO_SAMPLE = 8  # prompts counted first to estimate tokens per character
 _RESERVED_KWARGS = {"tokenize", "add_generation_prompt", "return_dict", "conversation"}
+_MAX_SHAPES = 4096  # prompt shapes cached per truncator (one per distinct text around the note)
 
 # A header is a line that starts with a short lower-case label and a colon ("discharge diagnosis:").
 _HEADER_RE = re.compile(r"^[ \t]*([a-z][a-z /&-]{2,40}):", re.MULTILINE | re.IGNORECASE)
@@ -96,38 +103,82 @@ def find_sections(text: str) -> NoteSections:
                         diagnoses=tuple(diagnoses))
 
 
-def truncate_for_budget(notes: Sequence[str], tokenizer, *, messages_fn: Callable[[str], list[dict]],
+def count_prompt_tokens(tokenizer, messages: list[dict], **chat_template_kwargs) -> int:
+    """Tokens of the prompt ``messages`` as the trainers count them: ``len(tokenizer.apply_chat_template(messages,
+    tokenize=True, add_generation_prompt=True, return_dict=False, **chat_template_kwargs))``, computed faster."""
+    return count_prompt_tokens_batch(tokenizer, [messages], **chat_template_kwargs)[0]
+
+
+def count_prompt_tokens_batch(tokenizer, conversations: Sequence[list[dict]], **chat_template_kwargs) -> list[int]:
+    """``count_prompt_tokens`` of each conversation, rendered and encoded in batches."""
+    kwargs = _template_kwargs(chat_template_kwargs)
+    backend = _cached_backend(tokenizer)
+    conversations = list(conversations)
+    counts: list[int] = []
+    for start in range(0, len(conversations), _BATCH):
+        counts.extend(_count_texts(tokenizer, backend, _render(tokenizer, conversations[start:start + _BATCH],
+                                                                kwargs)))
+    return counts
+
+
+def _template_kwargs(chat_template_kwargs: dict | None) -> dict:
+    kwargs = dict(chat_template_kwargs or {})
+    bad = _RESERVED_KWARGS & kwargs.keys()
+    if bad:
+        raise ValueError(f"chat_template_kwargs must not set {sorted(bad)}: the count always renders with "
+                         "add_generation_prompt=True and tokenizes the rendered text")
+    return kwargs
+
+
+def _render(tokenizer, conversations: list[list[dict]], kwargs: dict) -> list[str]:
+    if not conversations:
+        return []
+    return list(tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True, **kwargs))
+
+
+def _count_texts(tokenizer, backend, texts: list[str]) -> list[int]:
+    """Token counts of rendered prompts, as ``apply_chat_template(tokenize=True)`` gives them (it encodes the
+    rendered text without adding special tokens)."""
+    if not texts:
+        return []
+    if backend is None:
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+    return [len(e) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def truncate_for_budget(notes: Sequence[str], tokenizer, *, messages_fn: MessagesFn | Sequence[MessagesFn],
                         budget: int | Sequence[int], chat_template_kwargs: dict | None = None,
                         num_workers: int = 1, marker: str = "[...]",
                         show_progress: bool = False) -> list[TruncationResult]:
     """Shorten each note so that its prompt ``messages_fn(note)`` renders to at most ``budget`` tokens.
 
-    The count is ``len(tokenizer.apply_chat_template(messages_fn(text), tokenize=True,
-    add_generation_prompt=True, return_dict=False, **chat_template_kwargs))``; ``budget`` is one int or
-    one per note. Notes that fit are returned unchanged. ``messages_fn`` must put the note verbatim
-    into one message content (the instruction and format lines around it are never touched). Raises
+    The count is ``count_prompt_tokens(tokenizer, messages_fn(text), **chat_template_kwargs)``; ``budget`` is one
+    int or one per note. Notes that fit are returned unchanged. ``messages_fn`` (one function, or one per note
+    when the text around each note differs) must put the note verbatim into one message content (the
+    instruction, format lines and anything else around it are never touched). Raises
     ``ValueError`` when even an empty note does not fit a budget, naming the note and the overhead.
     ``num_workers > 1`` spreads chunks of notes over processes (fork).
     """
     notes = list(notes)
     budgets = _budgets(budget, len(notes))
+    fns = _messages_fns(messages_fn, len(notes))
     kwargs = _checked_kwargs(tokenizer, chat_template_kwargs, "truncate_for_budget")
     for i, note in enumerate(notes):
         if not isinstance(note, str):
             raise ValueError(f"note {i} is {type(note).__name__}, not str; fill or drop missing notes first")
     if not notes:
         return []
-    worker = _Truncator(tokenizer, messages_fn, kwargs, marker)
+    worker = _Truncator(tokenizer, fns[0], kwargs, marker)
     chunks = [(start, min(start + _BATCH, len(notes))) for start in range(0, len(notes), _BATCH)]
     progress = _progress(show_progress, len(notes))
     results: list[TruncationResult] = []
     try:
         if num_workers <= 1 or len(chunks) == 1:
             for start, end in chunks:
-                results.extend(worker.run(notes[start:end], budgets[start:end], start))
+                results.extend(worker.run(notes[start:end], budgets[start:end], start, fns[start:end]))
                 progress.update(end - start)
         else:
-            for chunk in _parallel(worker, notes, budgets, chunks, num_workers):
+            for chunk in _parallel(worker, notes, budgets, fns, chunks, num_workers):
                 results.extend(chunk)
                 progress.update(len(chunk))
     finally:
@@ -135,13 +186,19 @@ def truncate_for_budget(notes: Sequence[str], tokenizer, *, messages_fn: Callabl
     return results
 
 
+def _messages_fns(messages_fn, n: int) -> list[MessagesFn]:
+    if callable(messages_fn):
+        return [messages_fn] * n
+    fns = list(messages_fn)
+    if len(fns) != n or not all(callable(f) for f in fns):
+        raise ValueError(f"messages_fn is a sequence of {len(fns)} entries for {n} notes; give one function or "
+                         "one per note")
+    return fns
+
+
 def _checked_kwargs(tokenizer, chat_template_kwargs: dict | None, who: str) -> dict:
     """The chat-template arguments a count may take, and a fast tokenizer (offsets need one)."""
-    kwargs = dict(chat_template_kwargs or {})
-    bad = _RESERVED_KWARGS & kwargs.keys()
-    if bad:
-        raise ValueError(f"chat_template_kwargs must not set {sorted(bad)}: the count always renders with "
-                         "add_generation_prompt=True and tokenizes the rendered text")
+    kwargs = _template_kwargs(chat_template_kwargs)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{who} needs a fast (Rust) tokenizer for offsets; got {type(tokenizer).__name__}. "
                          "Load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
@@ -151,8 +208,7 @@ def _checked_kwargs(tokenizer, chat_template_kwargs: dict | None, who: str) -> d
 class NoteFitter:
     """One note at a time, for a prompt whose text around the note changes per call (a PHI hint block): the
     tiered truncation of ``truncate_for_budget``, planned on one offsets encoding of the prompt with the whole
-    note, and ``count``, the project's one prompt-token count (what ``apply_chat_template(tokenize=True)``
-    gives)."""
+    note, and ``count``, ``count_prompt_tokens`` with this fitter's tokenizer and template arguments."""
 
     def __init__(self, tokenizer, *, chat_template_kwargs: dict | None = None, marker: str = "[...]"):
         self._worker = _Truncator(tokenizer, None, _checked_kwargs(tokenizer, chat_template_kwargs, "NoteFitter"),
@@ -181,16 +237,11 @@ class NoteFitter:
         if not (rendered.startswith(prefix) and rendered.endswith(suffix) and lo >= 0 and not note[:lo].strip()
                 and not note[lo + len(shown):].strip()):
             raise ValueError("messages_fn(note) must put the note verbatim into one message content")
-        plan = worker._plan(0, note, lo, lo + len(shown), len(prefix), encoding.offsets, budget)
-        for _ in range(_MAX_SHAVE_ROUNDS):
-            text = worker._cut(plan)
-            after = self.count(messages_fn(text))
-            if after <= budget:
-                return TruncationResult(text, before, after, True)
-            if plan.target <= 0:  # the note is gone and the prompt is still over
-                return None
-            plan.target -= after - budget  # tokens merged or split across a cut: take the excess off
-        raise RuntimeError(f"could not fit a note in {_MAX_SHAVE_ROUNDS} rounds; please report this as a bug")
+        plan = worker._plan(0, note, lo, lo + len(shown), len(prefix), encoding.offsets, budget, messages_fn)
+        results = [TruncationResult(note, before, before, False)]
+        if worker._fit([plan], [budget], results):  # the note is gone and the prompt is still over
+            return None
+        return TruncationResult(results[0].text, before, results[0].tokens_after, True)
 
 
 def _budgets(budget, n: int) -> list[int]:
@@ -214,20 +265,20 @@ def _progress(show: bool, total: int):
 
 # ---- parallel driver -------------------------------------------------------------------------------
 
-_FORK_STATE: tuple | None = None  # (truncator, notes, budgets), inherited by forked workers
+_FORK_STATE: tuple | None = None  # (truncator, notes, budgets, messages fns), inherited by forked workers
 
 
 def _run_chunk(bounds: tuple[int, int]) -> list[TruncationResult]:
-    worker, notes, budgets = _FORK_STATE
+    worker, notes, budgets, fns = _FORK_STATE
     start, end = bounds
-    return worker.run(notes[start:end], budgets[start:end], start)
+    return worker.run(notes[start:end], budgets[start:end], start, fns[start:end])
 
 
-def _parallel(worker, notes, budgets, chunks, num_workers):
+def _parallel(worker, notes, budgets, fns, chunks, num_workers):
     global _FORK_STATE
     if "fork" not in multiprocessing.get_all_start_methods():
         raise ValueError("num_workers > 1 needs the 'fork' start method (Linux); use num_workers=1 here")
-    _FORK_STATE = (worker, notes, budgets)
+    _FORK_STATE = (worker, notes, budgets, fns)
     # Workers share the cores: the tokenizer's own thread pool in each would oversubscribe them.
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -270,6 +321,7 @@ class _Plan:
     word_starts: np.ndarray  # first token of each word: cuts never split a word
     blank: np.ndarray  # token k is whitespace only
     target: int  # tokens the note may take inside the prompt
+    messages_fn: MessagesFn  # the prompt around the note
 
 
 class _Truncator:
@@ -288,14 +340,10 @@ class _Truncator:
         self.marker_cost = max(self._count([f" {marker} ", f"\n{marker}\n"]))
 
     def _render(self, conversations: list[list[dict]]) -> list[str]:
-        return list(self.tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True,
-                                                       **self.kwargs))
+        return _render(self.tokenizer, conversations, self.kwargs)
 
     def _count(self, texts: list[str]) -> list[int]:
-        """Token counts as ``apply_chat_template(tokenize=True)`` gives them (it encodes the rendered text)."""
-        if self.backend is None:
-            return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        return [len(e) for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return _count_texts(self.tokenizer, self.backend, texts)
 
     def _offsets(self, texts: list[str]) -> list:
         """Encodings with character offsets (slower than counting: only for prompts that need cutting)."""
@@ -307,6 +355,8 @@ class _Truncator:
         """The shape of a prompt whose note is the sentinel; None if the template does not show it once."""
         key = json.dumps(sentinel_messages, sort_keys=True, ensure_ascii=False, default=str)
         if key not in self.shapes:
+            if len(self.shapes) >= _MAX_SHAPES:  # a prompt that differs per note: keep memory bounded
+                self.shapes.clear()
             rendered = self._render([sentinel_messages])[0]
             shape = None
             if rendered.count(_SENTINEL) == 1:
@@ -316,19 +366,20 @@ class _Truncator:
             self.shapes[key] = shape
         return self.shapes[key]
 
-    def _candidate_shapes(self, messages: list[dict], note: str):
+    def _candidate_shapes(self, messages: list[dict], note: str, messages_fn: MessagesFn):
         if not self.generic_done:
             self.generic, self.generic_done = self._shape_of(self.messages_fn(_SENTINEL)), True
-        if self.generic is not None:
+        if self.generic is not None and messages_fn is self.messages_fn:
             yield self.generic
         # A messages_fn whose text around the note varies per note: one shape per distinct variant.
         sentinel_messages = _sentinel_messages(messages, note)
         if sentinel_messages is not None and (shape := self._shape_of(sentinel_messages)) is not None:
             yield shape
 
-    def _locate(self, i: int, note: str, messages: list[dict], rendered: str) -> tuple[_Shape, int, int]:
+    def _locate(self, i: int, note: str, messages: list[dict], rendered: str,
+                messages_fn: MessagesFn) -> tuple[_Shape, int, int]:
         """The prompt shape of a note and the span ``note[lo:hi]`` that ``rendered`` shows."""
-        for shape in self._candidate_shapes(messages, note):
+        for shape in self._candidate_shapes(messages, note, messages_fn):
             end = len(rendered) - len(shape.suffix)
             if end >= len(shape.prefix) and rendered.startswith(shape.prefix) and rendered.endswith(shape.suffix):
                 shown = rendered[len(shape.prefix):end]
@@ -364,15 +415,18 @@ class _Truncator:
             self.tokens_per_char = sum(counts) / chars
         return counts, encodings
 
-    def run(self, notes: list[str], budgets: list[int], offset: int) -> list[TruncationResult]:
-        """Results for a chunk of notes; ``offset`` is the chunk's position, for error messages."""
-        conversations = [self.messages_fn(note) for note in notes]
+    def run(self, notes: list[str], budgets: list[int], offset: int,
+            fns: Sequence[MessagesFn] | None = None) -> list[TruncationResult]:
+        """Results for a chunk of notes; ``offset`` is the chunk's position, for error messages; ``fns`` the
+        prompt of each note (default: this truncator's one)."""
+        fns = list(fns) if fns is not None else [self.messages_fn] * len(notes)
+        conversations = [fn(note) for fn, note in zip(fns, notes)]
         rendered = self._render(conversations)
         counts, encodings = self._encode_chunk(rendered, budgets)
         results: list[TruncationResult | None] = [None] * len(notes)
         plans: list[_Plan] = []
         for j, (note, budget, n_tokens) in enumerate(zip(notes, budgets, counts)):
-            shape, lo, hi = self._locate(offset + j, note, conversations[j], rendered[j])
+            shape, lo, hi = self._locate(offset + j, note, conversations[j], rendered[j], fns[j])
             if shape.overhead > budget:
                 raise ValueError(
                     f"note {offset + j}: the prompt without any note already takes {shape.overhead} tokens, over "
@@ -380,12 +434,13 @@ class _Truncator:
                     "instruction")
             results[j] = TruncationResult(note, n_tokens, n_tokens, False)
             if n_tokens > budget:
-                plans.append(self._plan(j, note, lo, hi, len(shape.prefix), encodings[j].offsets, budget))
-        self._fit(plans, budgets, results)
+                plans.append(self._plan(j, note, lo, hi, len(shape.prefix), encodings[j].offsets, budget, fns[j]))
+        if self._fit(plans, budgets, results):
+            raise RuntimeError("a prompt stayed over its budget with its note removed; please report this as a bug")
         return results  # type: ignore[return-value]
 
     @staticmethod
-    def _plan(j: int, note: str, lo: int, hi: int, start: int, offsets, budget: int) -> _Plan:
+    def _plan(j: int, note: str, lo: int, hi: int, start: int, offsets, budget: int, messages_fn: MessagesFn) -> _Plan:
         spans = np.fromiter(itertools.chain.from_iterable(offsets), dtype=np.int64,
                             count=2 * len(offsets)).reshape(-1, 2)
         # Note tokens lie wholly inside the note; a token straddling a template boundary stays fixed.
@@ -399,21 +454,25 @@ class _Truncator:
         body = note[lo:hi]
         word_starts, blank = _token_shapes(body, bounds)
         return _Plan(j, note, lo, hi, bounds, _cut_order(body, bounds), word_starts, blank,
-                     target=budget - (len(spans) - n))
+                     target=budget - (len(spans) - n), messages_fn=messages_fn)
 
-    def _fit(self, plans: list[_Plan], budgets: list[int], results: list) -> None:
-        """Cut every plan to its target, then re-render; shave the rare prompt still over its budget."""
+    def _fit(self, plans: list[_Plan], budgets: list[int], results: list) -> list[_Plan]:
+        """Cut every plan to its target, then re-render; shave the rare prompt still over its budget (the one
+        "shave until it fits" loop). Returns the plans that do not fit even with the note gone."""
+        failed: list[_Plan] = []
         for _ in range(_MAX_SHAVE_ROUNDS):
             if not plans:
-                return
+                return failed
             texts = [self._cut(plan) for plan in plans]
-            counts = self._count(self._render([self.messages_fn(t) for t in texts]))
+            counts = self._count(self._render([plan.messages_fn(t) for plan, t in zip(plans, texts)]))
             over = []
             for plan, text, count in zip(plans, texts, counts):
                 budget = budgets[plan.index]
                 if count <= budget:
                     before = results[plan.index].tokens_before
                     results[plan.index] = TruncationResult(text, before, count, text != plan.note)
+                elif plan.target <= 0:  # the note is gone and the prompt is still over
+                    failed.append(plan)
                 else:
                     # Tokens merged or split across a cut or a marker: take the excess off the target.
                     plan.target -= count - budget

@@ -81,9 +81,8 @@ def response_length(dataset: str, profile: dict, data_dir: Path) -> tuple[int, s
 def prepare_command(dataset: str, backbone: Backbone, profile: dict, root: Path) -> str:
     """The `data_tools.build.prepare` command that writes the variant this launch needs."""
     corpus = dataset.split("_", 1)[0]
-    thinking = {True: " --enable-thinking", False: " --no-enable-thinking"}.get(backbone.enable_thinking, "")
     return (f"python -m data_tools.build.prepare {corpus} --root <{corpus.upper()} tables folder> "
-            f"--tokenizer {backbone.model}{thinking} --max-prompt-length {profile['grpo']['max_prompt_length']} "
+            f"--backbone {backbone.name} --max-prompt-length {profile['grpo']['max_prompt_length']} "
             f"--cutoff-len {profile['sft']['cutoff_len']} --out {root / backbone.name}")
 
 
@@ -93,10 +92,11 @@ def _need(path: Path, what: str, fix: str) -> None:
 
 
 def _backbone_check(python: str, kind: str, backbone: Backbone, *extra: str, dry_run: bool = False) -> None:
-    """The prepared-data / template check of data_tools.build.backbone_check, where that module exists."""
-    if dry_run or not (REPO / "data_tools" / "backbone_check.py").is_file():
+    """The prepared-data / template check of data_tools.build.backbone_check (skipped by --dry-run)."""
+    if dry_run:
         return
-    cmd = [python, "-m", "data_tools.build.backbone_check", kind, "--backbone", str(backbone_path(backbone.name)), *extra]
+    cmd = [python, "-m", "data_tools.build.backbone_check", kind, "--backbone", str(backbone_path(backbone.name)),
+           *extra]
     proc = subprocess.run(cmd, cwd=REPO)
     if proc.returncode != 0:
         raise SystemExit(proc.returncode)
@@ -327,7 +327,7 @@ def _phi_stage(args, backbone: Backbone, profile: dict, data_dir: Path) -> int:
               "--local_dir {actor_dir} --target_dir {export_dir}")
     infer = (f"MAX_RESPONSE_LENGTH={length} {me} infer {args.dataset} {pick} "
              "--adapter {adapter} --predictions {predictions}")
-    cmd = [sys.executable, "-m", "data_tools.phi.rounds", "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "data_tools.phi.rounds", "--out", str(run_dir),
            "--train", str(data_dir / "verl" / "train.parquet"), "--rounds", os.environ.get("PHI_ROUNDS", "3"),
            "--train-cmd", train, "--export-cmd", export, "--infer-cmd", infer]
     if args.dry_run:

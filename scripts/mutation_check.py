@@ -1,5 +1,6 @@
-"""Mutation check of the scoring and PHI tests: plant known bugs one at a time in a copy of the package and
-report whether the tests that guard that code catch each one.
+"""Mutation check of the core's tests (scoring, parsing, metrics, PHI hints and dataset, the prediction reader,
+the layout): plant known bugs one at a time in a copy of the package and report whether the tests that guard
+that code catch each one.
 
     .venvs/rl/bin/python scripts/mutation_check.py               # every mutant (a few minutes on a CPU)
     .venvs/rl/bin/python scripts/mutation_check.py --only first_think_close --only salted_draw_hash
@@ -46,7 +47,7 @@ MUTANTS = (
            ("tests/core/test_parsing.py", "tests/core/test_reward.py")),
     Mutant("phi_split_check_deleted", "PHIDataset hints validation and test rows too",
            "llm4icd_plugins/verl/dataset.py", 'if phi is not None and extra.get("split") == "train" and',
-           "if phi is not None and", ("tests/verl/test_verl_dataset.py",)),
+           "if phi is not None and", ("tests/verl_glue/test_verl_dataset.py",)),
     Mutant("salted_draw_hash", "the hint draw generator keys on Python's salted hash() instead of blake2b",
            "llm4icd_plugins/hints.py",
            'int.from_bytes(hashlib.blake2b(str(sample_id).encode("utf-8"), digest_size=8).digest(), "little")',
@@ -57,17 +58,23 @@ MUTANTS = (
     Mutant("stray_close_truncates", "a stray </code> inside the span is left in place (the code before it is lost)",
            "llm4icd_plugins/parsing.py", "stray = CODE_CLOSE in content", "stray = False",
            ("tests/core/test_parsing.py", "tests/core/test_reward.py")),
+    Mutant("memo_shared_for_mutable_sets", "a mutable label-space set shares token verdicts by id (stale once changed)",
+           "llm4icd_plugins/parsing.py", 'elif isinstance(getattr(label_space, "index", None), dict):', "elif True:",
+           ("tests/core/test_parsing.py",)),
     Mutant("macro_p_r_swapped", "macro precision and macro recall are swapped",
            "llm4icd_plugins/metrics.py", '"macro_precision": float(code_p.mean())',
            '"macro_precision": float(code_r.mean())', ("tests/core/test_metrics.py",)),
     Mutant("gold_not_resolved", "undotted gold codes are not resolved against the code system",
            "llm4icd_plugins/scoring.py", "code = code_system.resolve(code) or code", "code = code",
            ("tests/core/test_reward.py",)),
-    Mutant("refresh_trusts_pred_list", "phi_refresh prefers the pre-filtered pred list to the raw response",
-           "data_tools/phi/refresh.py",
-           'answer = record["response"] if isinstance(record.get("response"), str) else record["pred"]',
-           'answer = record["pred"] if isinstance(record.get("pred"), list) else record["response"]',
-           ("tests/phi/test_phi_refresh.py",)),
+    Mutant("core_imports_torch", "a module of the pure core imports torch",
+           "llm4icd_plugins/metrics.py", "import numpy as np\n", "import numpy as np\nimport torch  # noqa: F401\n",
+           ("tests/core/test_layout.py::test_core_module_has_no_framework_import_statement",)),
+    Mutant("reader_trusts_pred_list", "the prediction reader (evaluate, phi.refresh) prefers the stored pred list "
+           "to the raw response", "llm4icd_plugins/records.py",
+           "return response if response is not None else list(pred or ())",
+           "return list(pred) if pred is not None else response",
+           ("tests/core/test_records.py", "tests/phi/test_phi_refresh.py")),
     Mutant("fbeta_weights_swapped", "F-beta weighs false positives by beta² instead of false negatives",
            "llm4icd_plugins/scoring.py", "denom = (1 + b2) * tp + b2 * fn + fp", "denom = (1 + b2) * tp + fn + b2 * fp",
            ("tests/core/test_reward.py", "tests/core/test_metrics.py")),

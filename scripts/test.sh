@@ -3,7 +3,7 @@
 # in the rl environment (LlamaFactory tests call into the sft environment).
 #   bash scripts/test.sh                 # everything, framework runs included
 #   bash scripts/test.sh -m "not slow"   # skip the minutes-long framework runs
-#   bash scripts/test.sh tests/core/test_reward.py -k verl   # any pytest arguments
+#   bash scripts/test.sh tests/verl_glue/test_reward_verl.py   # any pytest arguments
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from data_tools.cli import exit_with, run_tool
 from llm4icd_plugins import prompts
-from llm4icd_plugins.backbones import Backbone, backbone_dir, list_backbones, load_backbone
+from llm4icd_plugins.backbones import Backbone, list_backbones, load_backbone
 from llm4icd_plugins.errors import UserError, user_error
 
 PROG = "python -m data_tools.build.backbone_check"
@@ -64,16 +65,8 @@ def sample_conversations() -> dict[str, list[dict]]:
 # --- the Hugging Face side (prepare, verl, vLLM) ----------------------------------------------------------
 
 def chat_template_text(backbone: Backbone) -> str | None:
-    """The Jinja text of the backbone's own `chat_template` file (relative: to the registry, then the repo)."""
-    if not backbone.chat_template:
-        return None
-    path = Path(backbone.chat_template)
-    for candidate in (path, backbone_dir() / path, REPO_ROOT / path):
-        if candidate.is_file():
-            return candidate.read_text(encoding="utf-8")
-    raise user_error(path, f"backbone '{backbone.name}': chat_template file not found",
-                     "point chat_template at a Jinja file (absolute, or relative to recipes/models/ or the repo)",
-                     cls=BackboneCheckError)
+    """The backbone's own Jinja chat template (its `chat_template` text), or None for the tokenizer's."""
+    return backbone.chat_template or None
 
 
 def load_tokenizer(backbone: Backbone, tokenizer_path: str | os.PathLike | None = None):
@@ -92,7 +85,8 @@ def load_tokenizer(backbone: Backbone, tokenizer_path: str | os.PathLike | None 
         tokenizer.chat_template = text
     if not tokenizer.chat_template:
         raise user_error(path, f"backbone '{backbone.name}': the tokenizer has no chat template",
-                         "set chat_template in its recipes/models YAML to a Jinja file", cls=BackboneCheckError)
+                         f"set chat_template in its recipes/models YAML to the Jinja text ({PROG} export-template "
+                         "writes a backbone with LlamaFactory's format)", cls=BackboneCheckError)
     return tokenizer
 
 
@@ -240,10 +234,11 @@ def check_templates(items: Sequence[tuple[Backbone, str | os.PathLike | None]]) 
         if reads_the_date(tokenizer, first, kwargs):
             raise BackboneCheckError(
                 f"{where}: the chat template reads today's date (date_string/strftime_now), so the prompt verl and "
-                "vLLM see changes with the calendar and differs from the one SFT trained on. Fix: set chat_template in "
-                f"recipes/models/{backbone.name}.yaml to a date-free Jinja file rendering LlamaFactory's "
-                f"'{backbone.template}' format ({PROG} export-template --backbone {backbone.name} --out FILE writes "
-                "one), or use a model whose chat template has no date (e.g. Meta-Llama-3-8B-Instruct)")
+                "vLLM see changes with the calendar and differs from the one SFT trained on. Fix: give the backbone "
+                f"a date-free chat_template rendering LlamaFactory's '{backbone.template}' format ({PROG} "
+                f"export-template --backbone {backbone.name} --model MODEL --out recipes/models/NEW.yaml writes such "
+                "a backbone; llama3.1-8b-instruct ships one), or use a model whose chat template has no date (e.g. "
+                "Meta-Llama-3-8B-Instruct)")
         hf = {name: hf_encode(tokenizer, conv, kwargs) for name, conv in conversations.items()}
         checked.append((backbone, tokenizer, where, hf))
         requests.append({"tokenizer": _where(tokenizer_path or backbone.model), "template": backbone.template,
@@ -283,15 +278,17 @@ def _mismatch(where, backbone, tokenizer, name, part, ours, theirs, matches) -> 
         return f"{message} Fix: in recipes/models/{backbone.name}.yaml set {fix}"
     return (f"{message} Fix: choose the LlamaFactory template that reproduces this model's own chat template "
             f"(qwen: Qwen2.5; qwen3 + enable_thinking false: hybrid Qwen3; qwen3_nothink: Qwen3-2507 Instruct; "
-            f"llama3: Llama-3 Instruct), or set chat_template in recipes/models/{backbone.name}.yaml to a Jinja "
-            f"file rendering the LlamaFactory format ({PROG} export-template writes one)")
+            f"llama3: Llama-3 Instruct), or set chat_template in recipes/models/{backbone.name}.yaml to Jinja "
+            f"text rendering the LlamaFactory format ({PROG} export-template writes such a backbone)")
 
 
 # --- prepared data vs backbone ------------------------------------------------------------------------------
 
 def data_record(backbone_name: str | None, tokenizer) -> dict:
-    """What `prepare` adds to `stats.json` ("tokens") so that `check_data` can tell which backbone it fits."""
-    return {"backbone": backbone_name, "tokenizer_fingerprint": fingerprint(tokenizer)}
+    """What `prepare` adds to `stats.json` ("tokens") so that `check_data` can tell which backbone it fits, and
+    the chat template the prompts were fitted with, so that inference can render them the same way."""
+    return {"backbone": backbone_name, "tokenizer_fingerprint": fingerprint(tokenizer),
+            "chat_template": tokenizer.chat_template}
 
 
 def prepare_settings(args: argparse.Namespace) -> dict:
@@ -390,6 +387,23 @@ def prepare_command(stats: dict, backbone: Backbone, data_dir: Path, budgets: di
     return " ".join(parts)
 
 
+def backbone_yaml(backbone: Backbone, name: str, model: str, chat_template: str | None) -> str:
+    """A backbone file: ``backbone``'s settings under a new name and model, the chat template as a YAML block."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, value):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    spec = dict(dataclasses.asdict(backbone), name=name, model=model, chat_template=chat_template)
+    header = (f"# {name}: backbone {backbone.name} with LlamaFactory's '{backbone.template}' format as its chat "
+              f"template (written by {PROG} export-template).\n")
+    return header + yaml.dump(spec, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1000)
+
+
 # --- command line --------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,9 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="prepared variant folder (holds stats.json)")
     for flag in ("--max-prompt-length", "--hint-reserve", "--cutoff-len"):
         p.add_argument(flag, type=int, help="the run's value; the data must have been fitted for it")
-    p = sub.add_parser("export-template", help="write LlamaFactory's template as a Jinja chat template")
+    p = sub.add_parser("export-template", help="write a new backbone YAML whose chat_template is LlamaFactory's "
+                       "template as Jinja (the fix for a chat template that differs from LlamaFactory's)")
     backbone_args(p)
-    p.add_argument("--out", required=True, type=Path, help="Jinja file to write")
+    p.add_argument("--out", required=True, type=Path,
+                   help="backbone YAML to write (e.g. recipes/models/NAME.yaml); its name is the file name")
+    p.add_argument("--model", help="the new backbone's model (hub id or folder) [the --backbone's model]")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p = sub.add_parser("lf-encode")  # internal: the LlamaFactory side, run in the SFT environment
     p.add_argument("request", type=Path)
@@ -446,16 +463,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from llm4icd_plugins.atomic import write_text
 
             refuse_existing(args.out, args.overwrite, cls=BackboneCheckError)
-            load_tokenizer(backbone, args.tokenizer)  # a clear error when the tokenizer is missing
-            jinja = lf_encode([{"tokenizer": _where(args.tokenizer or backbone.model), "template": backbone.template,
+            tokenizer = args.tokenizer or args.model or backbone.model
+            load_tokenizer(backbone, tokenizer)  # a clear error when the tokenizer is missing
+            jinja = lf_encode([{"tokenizer": _where(tokenizer), "template": backbone.template,
                                 "enable_thinking": backbone.enable_thinking, "conversations": []}])[0].get("jinja")
             if not jinja:
                 raise BackboneCheckError(f"LlamaFactory cannot write template '{backbone.template}' as Jinja. Fix: "
                                          "write the chat template by hand")
-            write_text(args.out, jinja)
-            print(f"wrote {args.out}: LlamaFactory's '{backbone.template}' as a chat template; set chat_template: "
-                  f"{args.out} in recipes/models/{backbone.name}.yaml and run `{PROG} template --backbone "
-                  f"{backbone.name}`")
+            name = args.out.name.removesuffix(".yaml").removesuffix(".yml")
+            write_text(args.out, backbone_yaml(backbone, name, args.model or backbone.model, jinja))
+            load_backbone(args.out)  # what was written reads back as a backbone
+            print(f"wrote {args.out}: backbone {name} ({args.model or backbone.model}) with LlamaFactory's "
+                  f"'{backbone.template}' format as its chat template; check it with `{PROG} template --backbone "
+                  f"{args.out}`")
         return 0
 
     return run_tool(PROG, body)

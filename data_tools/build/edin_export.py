@@ -18,8 +18,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from llm4icd_plugins.errors import UserError, user_error
+from data_tools.evaluation.thresholds import ProbMatrix, ThresholdError, _check, load_matrix
+from llm4icd_plugins.atomic import atomic_dir
+from llm4icd_plugins.errors import UserError, show_token, user_error
 from llm4icd_plugins.normalize import table_of_canonical
+from llm4icd_plugins.variant import PreparedVariant
 
 TABLE_COLUMNS = {"icd9": {"icd9_dx": "icd9_diag", "icd9_proc": "icd9_proc"},
                  "icd10": {"icd10_dx": "icd10_diag", "icd10_proc": "icd10_proc"}}
@@ -36,8 +39,6 @@ def _integer_ids(ids: Sequence[str]) -> bool:
 def export_edin(variant, out: Path) -> dict:
     """Write ``<name>.feather``, ``<name>_splits.feather``, ``<name>.yaml`` (their data config) and, when the ids
     are not integers, ``ids.csv`` (``_id`` → sample id). Returns what was written."""
-    from llm4icd_plugins.atomic import atomic_dir
-
     columns = TABLE_COLUMNS[variant.code_system]
     rows = [(sid, split, text, codes) for split, part in variant.splits.items()
             for sid, text, codes in zip(part.ids, part.texts, part.codes)]
@@ -45,12 +46,13 @@ def export_edin(variant, out: Path) -> dict:
     mapped = not _integer_ids(ids)
     numeric = list(range(len(ids))) if mapped else [int(i) for i in ids]
     per_table = {name: [] for name in columns.values()}
-    for sid, _, _, codes in rows:
+    for sid, split, _, codes in rows:
         split_codes = {name: [] for name in columns.values()}
         for code in codes:
             table = table_of_canonical(code, variant.code_system)
             if table not in columns:
-                raise user_error(variant.path / "examples", f"code {code!r} of sample {sid} is neither a "
+                raise user_error(PreparedVariant(variant.path).examples_path(split),
+                                 f"code {show_token(code)} of sample {show_token(sid, 32)} is neither a "
                                  f"{variant.code_system} diagnosis nor procedure code in canonical form",
                                  "re-run data_tools.build.prepare, which writes canonical codes", cls=UserError)
             split_codes[columns[table]].append(code)
@@ -85,8 +87,6 @@ def export_edin(variant, out: Path) -> dict:
 
 def read_edin_predictions(path: Path, id_map: Path | None):
     """Edin et al.'s ``predictions_<split>.feather`` as a ``thresholds.ProbMatrix`` keyed by sample id."""
-    from data_tools.evaluation.thresholds import ProbMatrix
-
     try:
         frame = pd.read_feather(path)
     except Exception as exc:  # pyarrow raises several types for unreadable files
@@ -116,10 +116,8 @@ def read_edin_predictions(path: Path, id_map: Path | None):
 
 
 def read_scores(path: Path, split_ids: Sequence[str], id_map: Path | None = None):
-    """An external coder's scores of one split (``.npz``/``.parquet`` as ``data_tools.evaluation.thresholds`` reads them, or
-    Edin's ``.feather``), rows in the order of ``split_ids``; every note of the split must be scored once."""
-    from data_tools.evaluation.thresholds import ProbMatrix, ThresholdError, _check, load_matrix
-
+    """An external coder's scores of one split (``.npz``/``.parquet`` as ``data_tools.evaluation.thresholds`` reads
+    them, or Edin's ``.feather``), rows in the order of ``split_ids``; every note of the split must be scored once."""
     path = Path(path)
     if not path.is_file():
         raise user_error(path, "no such file", "pass the coder's score matrix of this split")

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from data_tools.cli import add_output_arguments, run_tool
+from data_tools.cli import add_output_arguments, refuse_existing, run_tool
 from llm4icd_plugins import atomic
 from llm4icd_plugins.errors import UserError, user_error
 
@@ -47,7 +47,8 @@ QWEN25_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpf
 
 # Qwen2's pre-tokenisation regex (a fact about its tokenizer): letters run together, each digit alone.
 QWEN2_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
+    r"""|\s+(?!\S)|\s+"""
 )
 
 # Qwen2.5-Instruct's chat format for system/user/assistant turns (tool calls are not supported):
@@ -96,7 +97,8 @@ QWEN3_CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}"
     "{{- '<|im_start|>assistant\\n' -}}"
-    "{%- if enable_thinking is defined and enable_thinking is false -%}{{- '<think>\\n\\n</think>\\n\\n' -}}{%- endif -%}"
+    "{%- if enable_thinking is defined and enable_thinking is false -%}"
+    "{{- '<think>\\n\\n</think>\\n\\n' -}}{%- endif -%}"
     "{%- endif -%}"
 )
 
@@ -239,23 +241,36 @@ def _build_bpe(texts: Sequence[str], vocab_size: int):
 
 
 def train_tokenizer(texts: Sequence[str], out_dir: str | os.PathLike, vocab_size: int = 4096, *,
-                    arch: str = "qwen2"):
+                    arch: str = "qwen2", overwrite: bool = False):
     """Train a Qwen2-style byte-level BPE tokenizer on ``texts`` and save it to ``out_dir``.
 
     Returns the ``PreTrainedTokenizerFast`` as reloaded from disk. The vocabulary may be smaller
     than ``vocab_size`` when the corpus runs out of merges. Deterministic for the same texts.
+    The folder is written next to ``out_dir`` and moved into place when complete; an existing
+    ``out_dir`` is replaced only with ``overwrite`` (an empty folder, e.g. a fresh temporary one, is used).
     """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import AutoTokenizer
 
     _check_arch(arch)
+    out_dir = Path(out_dir)
+    if not (out_dir.is_dir() and not any(out_dir.iterdir())):
+        check_out(out_dir, overwrite)
+    with atomic.atomic_dir(out_dir) as tmp:
+        _save_tokenizer(texts, tmp, vocab_size, arch)
+        _make_readable(tmp)
+    return AutoTokenizer.from_pretrained(out_dir)
+
+
+def _save_tokenizer(texts: Sequence[str], out_dir: Path, vocab_size: int, arch: str) -> None:
+    """Train the BPE and save it with its config and chat template into the existing folder ``out_dir``."""
+    from transformers import PreTrainedTokenizerFast
+
     texts = [t for t in texts if t]
     if not texts:
         raise TinyModelError("train_tokenizer: no texts to train on. Fix: pass --texts FILES or --synthetic")
     if vocab_size < 512:
         raise TinyModelError(f"train_tokenizer: --vocab-size {vocab_size} is below the 259 byte/special tokens plus "
                              "room for merges. Fix: use at least 512")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=_build_bpe(texts, vocab_size),
         bos_token=None,
@@ -272,7 +287,6 @@ def train_tokenizer(texts: Sequence[str], out_dir: str | os.PathLike, vocab_size
     )
     fast.save_pretrained(out_dir)
     _set_tokenizer_class(out_dir)
-    return AutoTokenizer.from_pretrained(out_dir)
 
 
 def _set_tokenizer_class(out_dir: Path) -> None:
@@ -295,9 +309,7 @@ def check_out(out_dir: str | os.PathLike, overwrite: bool) -> Path:
         print(f"note: removed {stale}, the temporary folder of an interrupted run", file=sys.stderr)
     if out_dir.exists() and not out_dir.is_dir():
         raise user_error(out_dir, "--out is a file, not a folder", "choose another --out", cls=TinyModelError)
-    if out_dir.exists() and not overwrite:
-        raise user_error(out_dir, "the output exists", "pass --overwrite to replace it, or choose another --out",
-                         cls=TinyModelError)
+    refuse_existing(out_dir, overwrite, cls=TinyModelError)
     return out_dir
 
 
@@ -326,10 +338,11 @@ def build_tiny_model(out_dir: str | os.PathLike, texts: Sequence[str], *, arch: 
         raise TinyModelError(f"heads={heads} is not a multiple of kv_heads={kv_heads}. Fix: change --kv-heads")
     out_dir = check_out(out_dir, overwrite)
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     with atomic.atomic_dir(out_dir) as tmp:
-        tokenizer = train_tokenizer(texts, tmp, vocab_size=vocab_size, arch=arch)
+        _save_tokenizer(texts, tmp, vocab_size, arch)
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
         config = _model_config(arch, tokenizer, layers=layers, hidden=hidden, heads=heads,
                                kv_heads=kv_heads, intermediate=intermediate or 2 * hidden,
                                max_position_embeddings=max_position_embeddings)
@@ -414,8 +427,8 @@ def _model_config(arch, tokenizer, *, layers, hidden, heads, kv_heads, intermedi
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m data_tools.build.tiny_model",
-        description="Build a tiny Qwen-architecture model (random or briefly pretrained weights) and a BPE tokenizer trained "
-                    "locally on clinical-style texts; the folder loads in transformers, LlamaFactory, "
+        description="Build a tiny Qwen-architecture model (random or briefly pretrained weights) and a BPE tokenizer "
+                    "trained locally on clinical-style texts; the folder loads in transformers, LlamaFactory, "
                     "verl and vLLM (CPU) without a model hub.")
     add_output_arguments(parser, "the model folder")
     src = parser.add_mutually_exclusive_group()
@@ -445,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "weights); a few hundred make LoRA SFT on the synthetic task learn like a real backbone")
     parser.add_argument("--pretrain-seq-len", type=int, default=256, help="tokens per pretraining window (256)")
     parser.add_argument("--pretrain-batch", type=int, default=8, help="windows per pretraining step (8)")
-    parser.add_argument("--pretrain-lr", type=float, default=3e-3, help="pretraining learning rate, linear decay (3e-3)")
+    parser.add_argument("--pretrain-lr", type=float, default=3e-3,
+                        help="pretraining learning rate, linear decay (3e-3)")
     args = parser.parse_args(argv)
     return run_tool("python -m data_tools.build.tiny_model", lambda: _run(args))
 

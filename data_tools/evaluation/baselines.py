@@ -13,15 +13,16 @@ Note text is never printed or logged.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from llm4icd_plugins import prompts
 from llm4icd_plugins.errors import UserError
+from llm4icd_plugins.records import Request
+from llm4icd_plugins.truncation import count_prompt_tokens_batch, truncate_for_budget
+from llm4icd_plugins.variant import Examples, PreparedVariant
 
 N_SHOTS = 3
 """Demonstrations per few-shot prompt (paper App. D)."""
@@ -39,52 +40,19 @@ class BaselineError(UserError):
     """Bad inputs for a baseline prompt, with the file and the fix (never a value's contents)."""
 
 
-@dataclass(frozen=True)
-class Split:
-    """A prepared split read from ``examples/<split>.parquet`` (full, untruncated notes)."""
-
-    ids: list[str]
-    subjects: list[str | None]
-    texts: list[str]
-    codes: list[list[str]]
-
-
-def read_split(data_dir: Path, split: str) -> Split:
+def read_split(data_dir: Path, split: str) -> Examples:
     """The ids, subjects, full note texts and gold codes of a prepared split."""
-    import pandas as pd
-
-    path = Path(data_dir) / "examples" / f"{split}.parquet"
-    if not path.is_file():
-        raise BaselineError(f"{path}: no prepared {split} split here; run `python -m data_tools.build.prepare` first or "
-                            f"point --data at a variant folder (it holds examples/{split}.parquet)")
-    try:
-        frame = pd.read_parquet(path, columns=["id", "subject_id", "text", "codes"])
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types; their text is not reported
-        raise BaselineError(f"{path}: cannot read the prepared {split} split ({type(exc).__name__}). Fix: re-run "
-                            "data_tools.build.prepare for this folder") from None
-    return Split([str(i) for i in frame["id"]],
-                 [None if s is None or (isinstance(s, float) and np.isnan(s)) else str(s) for s in frame["subject_id"]],
-                 frame["text"].tolist(), [[str(c) for c in cs] for cs in frame["codes"]])
+    return PreparedVariant(data_dir, BaselineError).examples(split)
 
 
 def prompt_spec(data_dir: Path) -> prompts.PromptSpec:
     """Code system, label scope and corpus of a prepared variant, from its ``stats.json``."""
-    path = Path(data_dir) / "stats.json"
-    try:
-        stats = json.loads(path.read_text(encoding="utf-8"))
-        return prompts.PromptSpec(stats["code_system"], stats["label_scope"], stats.get("corpus"))
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise BaselineError(f"{path}: cannot read the variant's code system and label scope "
-                            f"({type(exc).__name__}). Fix: re-run data_tools.build.prepare for this folder") from None
+    return PreparedVariant(data_dir, BaselineError).prompt_spec()
 
 
 def default_budget(data_dir: Path) -> int:
     """The prompt budget recorded by ``data_tools.build.prepare`` (its --max-prompt-length), else 4096."""
-    try:
-        stats = json.loads((Path(data_dir) / "stats.json").read_text(encoding="utf-8"))
-        return int(stats["tokens"]["max_prompt_length"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return DEFAULT_BUDGET
+    return PreparedVariant(data_dir, BaselineError).max_prompt_length(DEFAULT_BUDGET)
 
 
 def retrieve_shots(train_texts: Sequence[str], query_texts: Sequence[str], k: int = N_SHOTS, *,
@@ -114,7 +82,7 @@ def retrieve_shots(train_texts: Sequence[str], query_texts: Sequence[str], k: in
     return out
 
 
-def _exclusions(query: Split, train: Split, same_split: bool) -> list[list[int]] | None:
+def _exclusions(query: Examples, train: Examples, same_split: bool) -> list[list[int]] | None:
     by_subject: dict[str, list[int]] = {}
     for j, subject in enumerate(train.subjects):
         if subject is not None:
@@ -148,16 +116,6 @@ def _share(needs: Sequence[int], available: int, weights: Sequence[float]) -> li
     return caps
 
 
-def _render_count(tokenizer, conversations: list[list[dict]], kwargs: dict) -> list[int]:
-    """Prompt tokens of each conversation, chat template included, counted in batches."""
-    counts: list[int] = []
-    for lo in range(0, len(conversations), 256):
-        rendered = tokenizer.apply_chat_template(conversations[lo: lo + 256], tokenize=False,
-                                                 add_generation_prompt=True, **kwargs)
-        counts.extend(len(ids) for ids in _encode(tokenizer, list(rendered)))
-    return counts
-
-
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     # Called on whole notes too: the "longer than the model maximum" warning would be noise here.
     return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
@@ -169,11 +127,9 @@ def _bare(note: str) -> list[dict]:
 
 def _shorten(texts: list[str], caps: list[int], tokenizer, kwargs: dict) -> list[str]:
     """Each text middle-out truncated to about ``cap`` tokens of its own (batched; ``cap`` < 1 → a marker)."""
-    from llm4icd_plugins.truncation import truncate_for_budget
-
     out = list(texts)
     # The template overhead of a bare user turn is added to each cap, so about ``cap`` note tokens stay.
-    overhead = _render_count(tokenizer, [_bare("")], kwargs)[0]
+    overhead = count_prompt_tokens_batch(tokenizer, [_bare("")], **kwargs)[0]
     todo = [i for i, cap in enumerate(caps) if cap >= 1]
     for i, cap in enumerate(caps):
         if cap < 1:
@@ -204,18 +160,18 @@ def fit_few_shot(kind: str, notes: list[str], shots: list[list[tuple[str, list[s
     def empty_prompt(i: int) -> list[dict]:
         return prompts.baseline_messages(kind, "", spec, [("", codes) for _, codes in shots[i]])
 
-    overhead = _render_count(tokenizer, [empty_prompt(i) for i in range(n)], kwargs)
+    overhead = count_prompt_tokens_batch(tokenizer, [empty_prompt(i) for i in range(n)], **kwargs)
     for i in range(n):
         # Notes need room too: demonstrations go while instructions and answers take over half the budget.
         while overhead[i] > budget // 2 and len(shots[i]) > 1:
             shots[i] = shots[i][:-1]
-            overhead[i] = _render_count(tokenizer, [empty_prompt(i)], kwargs)[0]
+            overhead[i] = count_prompt_tokens_batch(tokenizer, [empty_prompt(i)], **kwargs)[0]
         if overhead[i] + MIN_NOTE_TOKENS * (1 + len(shots[i])) > budget:
             raise BaselineError(f"sample {i}: a {kind} prompt with one demonstration and empty notes already takes "
                                 f"{overhead[i]} tokens, over the budget of {budget} less room for the notes; "
                                 "raise --prompt-budget")
-    full = _render_count(tokenizer, [prompts.baseline_messages(kind, notes[i], spec, shots[i]) for i in range(n)],
-                         kwargs)
+    full = count_prompt_tokens_batch(
+        tokenizer, [prompts.baseline_messages(kind, notes[i], spec, shots[i]) for i in range(n)], **kwargs)
     truncated = [count > budget for count in full]
     over = [i for i in range(n) if truncated[i]]
     originals_shots = {i: list(shots[i]) for i in over}
@@ -238,16 +194,16 @@ def fit_few_shot(kind: str, notes: list[str], shots: list[list[tuple[str, list[s
         text, codes = shots[i][k]
         shots[i][k] = (cache[(text, shot_caps[(i, k)])], codes)
     # 2. The note: cut to the room the demonstrations leave, shaving the rare prompt still over.
-    room = {i: budget - c for i, c in zip(over, _render_count(
-        tokenizer, [prompts.baseline_messages(kind, "", spec, shots[i]) for i in over], kwargs))}
+    room = {i: budget - c for i, c in zip(over, count_prompt_tokens_batch(
+        tokenizer, [prompts.baseline_messages(kind, "", spec, shots[i]) for i in over], **kwargs))}
     originals = {i: notes[i] for i in over}
     todo = list(over)
     for _ in range(max_rounds):
         if not todo:
             return notes, shots, truncated
         texts = _shorten([originals[i] for i in todo], [room[i] for i in todo], tokenizer, kwargs)
-        counts = _render_count(tokenizer, [prompts.baseline_messages(kind, t, spec, shots[i])
-                                           for i, t in zip(todo, texts)], kwargs)
+        counts = count_prompt_tokens_batch(tokenizer, [prompts.baseline_messages(kind, t, spec, shots[i])
+                                           for i, t in zip(todo, texts)], **kwargs)
         still, squeeze = [], []
         for i, text, count in zip(todo, texts, counts):
             notes[i] = text
@@ -262,8 +218,8 @@ def fit_few_shot(kind: str, notes: list[str], shots: list[list[tuple[str, list[s
                 shot_caps.update({(i, k): caps[k] for k in range(m)})
                 cut_texts = _shorten([originals_shots[i][k][0] for k in range(m)], caps, tokenizer, kwargs)
                 shots[i] = [(t, codes) for t, (_, codes) in zip(cut_texts, shots[i])]
-            rooms = _render_count(tokenizer, [prompts.baseline_messages(kind, "", spec, shots[i]) for i in squeeze],
-                                  kwargs)
+            rooms = count_prompt_tokens_batch(
+                tokenizer, [prompts.baseline_messages(kind, "", spec, shots[i]) for i in squeeze], **kwargs)
             room.update({i: budget - c for i, c in zip(squeeze, rooms)})
             still += squeeze
         todo = still
@@ -272,23 +228,20 @@ def fit_few_shot(kind: str, notes: list[str], shots: list[list[tuple[str, list[s
 
 
 def build_requests(data_dir: Path, split: str, kind: str, *, tokenizer=None, chat_template_kwargs: dict | None = None,
-                   max_samples: int | None = None, budget: int | None = None, n_shots: int = N_SHOTS) -> list:
-    """One ``infer.Request`` per sample of ``split`` with the App. D prompt ``kind``, fitted to ``budget``.
+                   max_samples: int | None = None, budget: int | None = None,
+                   n_shots: int = N_SHOTS) -> list[Request]:
+    """One ``records.Request`` per sample of ``split`` with the App. D prompt ``kind``, fitted to ``budget``.
 
     ``budget`` (prompt tokens incl. chat template) defaults to the variant's max prompt length from
     ``stats.json``. Without a tokenizer prompts are not fitted (for inspection only). Each request's
     ``extra`` records the prompt kind, the retrieved shot ids and whether the prompt was cut.
     """
-    from data_tools.evaluation.infer import Request  # imported here: infer imports this module lazily too
-
     if kind not in prompts.BASELINE_KINDS:
         raise BaselineError(f"unknown prompt kind {kind!r}; expected one of {prompts.BASELINE_KINDS}")
     data_dir = Path(data_dir)
     spec = prompt_spec(data_dir)
     query = read_split(data_dir, split)
-    if max_samples is not None:
-        query = Split(query.ids[:max_samples], query.subjects[:max_samples], query.texts[:max_samples],
-                      query.codes[:max_samples])
+    query = query.head(max_samples)
     budget = budget or default_budget(data_dir)
     kwargs = dict(chat_template_kwargs or {})
     few_shot = kind.startswith("few_shot")
@@ -302,8 +255,6 @@ def build_requests(data_dir: Path, split: str, kind: str, *, tokenizer=None, cha
     shots_of: list[list[tuple[str, list[str]]]] = [[] for _ in notes]
     truncated = [False] * len(notes)
     if tokenizer is not None:
-        from llm4icd_plugins.truncation import truncate_for_budget
-
         if few_shot:
             shots_of = [[(train.texts[j], train.codes[j]) for j in row] for row in shot_index]
             notes, shots_of, truncated = fit_few_shot(kind, notes, shots_of, spec, tokenizer, budget, kwargs)

@@ -1,14 +1,17 @@
 """Candidate codes from a discriminative coder: train one on a prepared variant, or import an external coder's scores.
 
     python -m data_tools.evaluation.candidates train --data data/prepared/mimic3_full --coder linear --out cand/linear
-    python -m data_tools.evaluation.candidates predict --model cand/linear/model.joblib --data OTHER_VARIANT --out cand/other
-    python -m data_tools.evaluation.candidates import --data data/prepared/mimic3_full --val v.npz --test t.npz --out cand/plm
+    python -m data_tools.evaluation.candidates predict --model cand/linear/model.joblib --data OTHER_VARIANT \\
+        --out cand/other
+    python -m data_tools.evaluation.candidates import --data data/prepared/mimic3_full --val v.npz --test t.npz \\
+        --out cand/plm
     python -m data_tools.evaluation.candidates export-edin --data data/prepared/mimic3_full --out edin/mimic3_full
 
 Every command writing candidates writes into --out: candidates_<split>.jsonl (one row per note: id, codes, scores;
 the top --top-k codes, best first, zero scores left out), probs_<split>.npz for val and test (the matrix
-``data_tools.evaluation.thresholds`` tunes: probs, ids, codes, targets), report.json and report.md (candidate recall@K per
-split and per training-frequency bucket, and micro/macro-F1 at the one global threshold tuned on validation).
+``data_tools.evaluation.thresholds`` tunes: probs, ids, codes, targets), report.json and report.md (candidate
+recall@K per split and per training-frequency bucket, and micro/macro-F1 at the one global threshold tuned on
+validation).
 Training notes' candidates are cross-fitted: each comes from a model trained on the other folds (patients kept
 whole), so no note's candidates come from a model that saw its labels. Outputs hold ids, codes and numbers only;
 model.joblib holds n-grams of the training notes (treat it like the data).
@@ -17,6 +20,7 @@ model.joblib holds n-grams of the training notes (treat it like the data).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -25,10 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from tqdm import tqdm
 
+from data_tools.build.edin_export import export_edin, read_scores
 from data_tools.cli import add_output_arguments, exit_with, refuse_existing, run_tool
-from llm4icd_plugins.errors import UserError, describe, user_error
+from data_tools.evaluation.coders import CODERS, label_matrix
+from data_tools.evaluation.reports import load_frequencies
+from data_tools.evaluation.thresholds import ProbMatrix, predict, tune_threshold
+from llm4icd_plugins.atomic import atomic_dir
+from llm4icd_plugins.errors import UserError, user_error
+from llm4icd_plugins.metrics import DEFAULT_BUCKET_EDGES, assign_buckets, bucket_names, corpus_metrics
+from llm4icd_plugins.variant import Examples, PreparedVariant
 
 SPLITS = ("train", "val", "test")
 RECALL_AT = (10, 20, 50)
@@ -38,12 +49,8 @@ class CandidateError(UserError):
     """Bad input to data_tools.evaluation.candidates."""
 
 
-@dataclass
-class Split:
-    ids: list[str]
-    subjects: list[str]
-    texts: list[str]
-    codes: list[list[str]]
+Split = Examples
+"""One split of the variant's examples (``llm4icd_plugins.variant.Examples``); subjects never None here."""
 
 
 @dataclass
@@ -56,35 +63,16 @@ class Variant:
 
 
 def load_variant(path: Path, splits: Sequence[str] = SPLITS) -> Variant:
-    """The examples and label space of a folder written by ``data_tools.build.prepare``."""
-    path = Path(path)
-    space_path = path / "label_space.json"
-    if not space_path.is_file():
-        raise user_error(path, "not a prepared variant (no label_space.json)", "pass a folder written by "
-                         "data_tools.build.prepare, e.g. data/prepared/mimic3_full", cls=CandidateError)
-    try:
-        space = json.loads(space_path.read_text(encoding="utf-8"))
-        name, system, codes = str(space["name"]), str(space["code_system"]), [str(c) for c in space["codes"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise user_error(space_path, f"unreadable label space ({type(exc).__name__})", "re-run data_tools.build.prepare",
-                         cls=CandidateError) from exc
+    """The examples and label space of a folder written by ``data_tools.build.prepare`` (``PreparedVariant``);
+    a note without a patient id is its own patient (``id:<sample id>``), so cross-fitting keeps it whole."""
+    variant = PreparedVariant(path, CandidateError)
+    space = variant.label_space()
     out = {}
     for split in splits:
-        file = path / "examples" / f"{split}.parquet"
-        if not file.is_file():
-            raise user_error(file, "no such file", "re-run data_tools.build.prepare for this variant", cls=CandidateError)
-        frame = pd.read_parquet(file, columns=["id", "subject_id", "text", "codes"])
-        for row, (text, doc_codes) in enumerate(zip(frame["text"], frame["codes"])):
-            if not isinstance(text, str):
-                raise user_error(file, f"the note is {describe(text)}", "re-run data_tools.build.prepare", row=row + 1,
-                                 column="text", cls=CandidateError)
-            if doc_codes is None:
-                raise user_error(file, "no code list", "re-run data_tools.build.prepare", row=row + 1, column="codes",
-                                 cls=CandidateError)
-        ids = [str(i) for i in frame["id"]]
-        subjects = [str(s) if isinstance(s, str) and s else f"id:{i}" for s, i in zip(frame["subject_id"], ids)]
-        out[split] = Split(ids, subjects, frame["text"].tolist(), [[str(c) for c in cs] for cs in frame["codes"]])
-    return Variant(path, name, system, codes, out)
+        examples = variant.examples(split)
+        subjects = [s if s else f"id:{i}" for s, i in zip(examples.subjects, examples.ids)]
+        out[split] = dataclasses.replace(examples, subjects=subjects)
+    return Variant(variant.root, space.name, space.system, list(space.codes), out)
 
 
 # --- ranking, cross-fitting -----------------------------------------------------------------------------
@@ -109,7 +97,6 @@ def cross_fit(make_coder, x, split: Split, codes: Sequence[str], folds: int, top
     of them, never labels, so sharing it across folds cannot carry a note's labels into its candidates.
     """
     from sklearn.model_selection import GroupKFold
-    from tqdm import tqdm
 
     if len(set(split.subjects)) < folds:
         raise CandidateError(f"--folds {folds} is more than the {len(set(split.subjects))} patients of the training "
@@ -137,7 +124,6 @@ def recall_at_k(golds: Sequence[Sequence[str]], ranked: Sequence[Sequence[str]],
 def recall_by_bucket(golds: Sequence[Sequence[str]], ranked: Sequence[Sequence[str]], ks: Sequence[int],
                      frequencies: dict[str, int]) -> list[dict]:
     """Recall@K pooled over the gold occurrences of the codes of each training-frequency bucket."""
-    from llm4icd_plugins.metrics import DEFAULT_BUCKET_EDGES, assign_buckets, bucket_names
 
     occurrences = Counter(c for g in golds for c in set(g))
     hits = {k: Counter(c for g, r in zip(golds, ranked) for c in set(g) & set(r[:k])) for k in ks}
@@ -156,9 +142,6 @@ def recall_by_bucket(golds: Sequence[Sequence[str]], ranked: Sequence[Sequence[s
 
 def threshold_scores(val: tuple, test: tuple) -> dict:
     """Edin's protocol on (probs, codes, golds) of val and test: one threshold tuned on val, micro/macro-F1 on test."""
-    from data_tools.evaluation.coders import label_matrix
-    from data_tools.evaluation.thresholds import ProbMatrix, predict, tune_threshold
-    from llm4icd_plugins.metrics import corpus_metrics
 
     (vp, codes, vg), (tp, _, tg) = val, test
     threshold, val_f1, _, _ = tune_threshold(vp, label_matrix(vg, codes).toarray().astype(bool))
@@ -172,7 +155,6 @@ def threshold_scores(val: tuple, test: tuple) -> dict:
 
 def build_report(variant: Variant, ranked: dict[str, list], probs: dict[str, np.ndarray], codes: Sequence[str],
                  top_k: int, meta: dict) -> dict:
-    from data_tools.evaluation.reports import load_frequencies
 
     frequencies = load_frequencies(variant.path)
     ks = [k for k in RECALL_AT if k <= top_k] or [top_k]
@@ -215,8 +197,6 @@ def report_markdown(report: dict) -> str:
 def write_outputs(out: Path, variant: Variant, ranked: dict[str, list], probs: dict[str, np.ndarray],
                   codes: Sequence[str], report: dict, model=None) -> None:
     """All files of one run into ``out``, published at once (no partial output)."""
-    from data_tools.evaluation.coders import label_matrix
-    from llm4icd_plugins.atomic import atomic_dir
 
     with atomic_dir(out) as tmp:
         for split, cands in ranked.items():
@@ -251,7 +231,6 @@ def summary(report: dict, out: Path) -> str:
 # --- commands -------------------------------------------------------------------------------------------
 
 def _coder_factory(args):
-    from data_tools.evaluation.coders import CODERS
 
     params = dict(progress=not args.no_progress)
     if args.coder == "linear":
@@ -300,7 +279,7 @@ def cmd_predict(args) -> None:
     variant = load_variant(args.data, args.splits)
     for split in args.splits:
         if model.train_ids_ & set(variant.splits[split].ids):
-            raise user_error(args.data / "examples" / f"{split}.parquet", "notes of this split trained the model",
+            raise user_error(PreparedVariant(args.data).examples_path(split), "notes of this split trained the model",
                              "use the cross-fitted candidates_train.jsonl written by `candidates train`",
                              cls=CandidateError)
     probs = {s: model.predict_proba(variant.splits[s].texts) for s in args.splits}
@@ -312,7 +291,6 @@ def cmd_predict(args) -> None:
 
 
 def cmd_import(args) -> None:
-    from data_tools.build.edin_export import read_scores
 
     refuse_existing(args.out, args.overwrite, cls=CandidateError)
     files = {"train": args.train, "val": args.val, "test": args.test}
@@ -335,7 +313,6 @@ def cmd_import(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from data_tools.build.edin_export import export_edin
 
     refuse_existing(args.out, args.overwrite, cls=CandidateError)
     info = export_edin(load_variant(args.data), args.out)

@@ -1,8 +1,8 @@
 """Discriminative ICD coders that train on a CPU at MIMIC scale: TF-IDF one-vs-rest and nearest neighbours.
 
 Both map note texts to a documents × codes matrix of scores in [0, 1] over a fixed code list, so
-``data_tools.evaluation.thresholds`` can tune one global threshold on them and ``data_tools.evaluation.candidates`` can rank them.
-Codes without a training occurrence score 0 (never a candidate).
+``data_tools.evaluation.thresholds`` can tune one global threshold on them and ``data_tools.evaluation.candidates``
+can rank them. Codes without a training occurrence score 0 (never a candidate).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
+from tqdm import tqdm
 
 CHUNK_ROWS = 1024
 """Query rows scored at once: bounds the dense documents × codes (or × training notes) block in memory."""
@@ -113,7 +114,6 @@ class LinearCoder(_Coder):
     def fit_features(self, x: sparse.csr_matrix, code_lists: Sequence[Sequence[str]],
                      codes: Sequence[str]) -> LinearCoder:
         from joblib import Parallel, delayed
-        from tqdm import tqdm
 
         self.codes = list(codes)
         y = label_matrix(code_lists, self.codes).tocsc()

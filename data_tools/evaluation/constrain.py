@@ -13,11 +13,12 @@ for the trie, so ``auto`` takes the trie above ``TRIE_ABOVE`` codes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from llm4icd_plugins.codes import load_code_system
 from llm4icd_plugins.errors import UserError
+from llm4icd_plugins.variant import PreparedVariant
 
 MODES = ("off", "label-space", "code-system")
 FORMS = ("alternation", "trie")
@@ -104,20 +105,14 @@ def code_set(mode: str, data_dir: Path) -> list[str]:
     """The codes a constraint allows: the variant's label space, or the code system's tables plus it."""
     if mode not in MODES or mode == "off":
         raise ConstrainError(f"--constrain {mode}: no code set for it; expected label-space or code-system")
-    path = Path(data_dir) / "label_space.json"
-    try:
-        space = json.loads(path.read_text(encoding="utf-8"))
-        codes, system = [str(c) for c in space["codes"]], str(space["code_system"])
-    except FileNotFoundError:
-        raise ConstrainError(f"{path}: no label space, which --constrain {mode} needs. Fix: point --data at a "
-                             "variant folder written by data_tools.build.prepare, or pass --constrain off") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConstrainError(f"{path}: unreadable label space ({type(exc).__name__}). Fix: re-run "
-                             "data_tools.build.prepare for this variant") from None
+    variant = PreparedVariant(data_dir, ConstrainError)
+    if not variant.label_space_path.is_file():
+        raise ConstrainError(f"{variant.label_space_path}: no label space, which --constrain {mode} needs. Fix: point "
+                             "--data at a variant folder written by data_tools.build.prepare, or pass --constrain off")
+    space = variant.label_space()
+    codes = list(space.codes)
     if mode == "code-system":
-        from llm4icd_plugins.codes import load_code_system
-
-        codes = sorted(set(codes) | set(load_code_system(system)))
+        codes = sorted(set(codes) | set(load_code_system(space.system)))
     return codes
 
 

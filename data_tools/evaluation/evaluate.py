@@ -3,8 +3,8 @@
 Input: a JSONL file, one object per document: ``{"id", "gold": [codes], "pred": [codes]}``, or a raw model
 ``"response"`` instead of ``"pred"``, parsed with ``llm4icd_plugins.parsing`` (the reward's parser); when a
 line has both (``data_tools.evaluation.infer`` output), the response is parsed.
-Output, written atomically into ``--output-dir``: ``metrics.json`` (with bootstrap intervals, the no-span
-and hallucination rates, category-level scores and near misses: ``llm4icd_plugins.hierarchy_metrics``),
+Output, written atomically into ``--out`` (alias ``--output-dir``): ``metrics.json`` (with bootstrap intervals,
+the no-span and hallucination rates, category-level scores and near misses: ``llm4icd_plugins.hierarchy_metrics``),
 ``per_code.csv`` and ``summary.md``; with training frequencies (``--data`` or
 ``--train-frequencies``) also ``buckets.csv``, ``f1_vs_frequency.png`` and ``buckets.png``. ``--compare``
 puts several runs into the layout of the paper's Tables 1-2 (``comparison.md`` / ``comparison.csv``).
@@ -24,35 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from data_tools.cli import exit_with, run_tool
 from llm4icd_plugins import atomic
 from llm4icd_plugins.bootstrap import bootstrap_ci
-from llm4icd_plugins.errors import UserError, describe, user_error
+from llm4icd_plugins.errors import UserError, user_error
 from llm4icd_plugins.hierarchy_metrics import category_map, hierarchy_metrics
 from llm4icd_plugins.metrics import DEFAULT_BUCKET_EDGES, assign_buckets, bucket_metrics, bucket_names, corpus_metrics
-from llm4icd_plugins.normalize import canonicalize
-from llm4icd_plugins.parsing import ParseResult, predicted_codes
-
-RECORD_EXAMPLE = '{"id": "123", "gold": ["401.9", "428.0"], "pred": ["401.9"]}'
+from llm4icd_plugins.parsing import ParseResult
+from llm4icd_plugins.records import RECORD_EXAMPLE, PredictionRecord, read_predictions
 OUTPUT_NAMES = ("metrics.json", "per_code.csv", "summary.md", "buckets.csv", "f1_vs_frequency.png", "buckets.png",
                 "comparison.md", "comparison.csv")
 
 
 class EvaluationError(UserError):
     """Bad input; the message names the file, the line and the fix (never a value's contents)."""
-
-
-@dataclass
-class Record:
-    """One document as read from the file: gold codes normalised, prediction not yet parsed."""
-
-    doc_id: str
-    line: int
-    gold: list[str]
-    pred: list[Any] | None = None
-    response: str | None = None
 
 
 @dataclass
@@ -91,118 +76,26 @@ def _fail(path: Path, line: int | None, problem: str, fix: str) -> EvaluationErr
     return user_error(path, problem, fix, line=line, cls=EvaluationError)
 
 
-def _gold_code(item: Any, code_system: Any, counts: Counts) -> str | None:
-    code = canonicalize(item) if isinstance(item, str) else None
-    if code is not None and code_system is not None:
-        resolved = code_system.resolve(code)
-        if resolved is None:  # e.g. MIMIC-III's retired codes: kept as gold, reported
-            counts.unknown_gold_codes.add(code)
-        code = resolved or code
-    return code
+def read_records(path: Path, code_system: Any, label_space: Any, counts: Counts) -> list[PredictionRecord]:
+    """Read and validate every line (``llm4icd_plugins.records``, which also derives Ŷ by the reward's rule);
+    raise ``EvaluationError`` at the first bad one."""
+    predictions = read_predictions(path, code_system, label_space, error=EvaluationError, progress="reading")
+    counts.unknown_gold_codes |= predictions.unknown_gold
+    return predictions.records
 
 
-def _gold_codes(value: Any, path: Path, line: int, code_system: Any, counts: Counts,
-                memo: dict[str, str | None]) -> list[str]:
-    """The line's gold codes, canonical and resolved; ``memo`` keeps each distinct string's result."""
-    if not isinstance(value, list):
-        raise _fail(path, line, f'"gold" is {type(value).__name__}, not a list',
-                    f'write the gold codes as a JSON list of strings, e.g. {RECORD_EXAMPLE}')
-    codes: dict[str, None] = {}
-    for position, item in enumerate(value, start=1):
-        try:
-            code = memo[item]
-        except (KeyError, TypeError):  # TypeError: an unhashable item (a list), never a code
-            code = _gold_code(item, code_system, counts)
-            if isinstance(item, str):
-                memo[item] = code
-        if code is None:
-            raise _fail(path, line, f"gold code {position} of the list ({describe(item)}) is not an ICD code",
-                        "correct or remove it in the file that produced the gold labels")
-        codes[code] = None
-    return list(codes)
-
-
-def read_records(path: Path, code_system: Any, counts: Counts) -> list[Record]:
-    """Read and validate every line; raise ``EvaluationError`` at the first bad one."""
-    try:
-        handle = open(path, "rb")  # decoded line by line, so a bad byte is reported on its own line
-    except OSError as exc:
-        raise _fail(path, None, f"cannot open the predictions file ({exc.strerror})",
-                    "check the path given to --predictions") from exc
-    records: list[Record] = []
-    seen: dict[str, int] = {}
-    memo: dict[str, str | None] = {}
-    with handle:
-        for number, raw in enumerate(tqdm(handle, desc="reading", unit=" docs", disable=None), start=1):
-            try:
-                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # tolerate a BOM
-            except UnicodeDecodeError as exc:
-                raise _fail(path, number, f"not UTF-8 text ({exc.reason})", "write the file as UTF-8 JSONL") from None
-            if text.strip():
-                records.append(_record(path, number, text, code_system, counts, seen, memo))
-    if not records:
-        raise _fail(path, None, "no records", f"write one JSON object per line, e.g. {RECORD_EXAMPLE}")
-    return records
-
-
-def _record(path: Path, number: int, text: str, code_system: Any, counts: Counts, seen: dict[str, int],
-            memo: dict[str, str | None]) -> Record:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:  # the message gives a position only, never the content
-        raise _fail(path, number, f"not valid JSON ({exc.msg} at column {exc.colno})",
-                    f"write one JSON object per line, e.g. {RECORD_EXAMPLE}") from None
-    except RecursionError:
-        raise _fail(path, number, "JSON nested too deeply to read",
-                    f"write one flat JSON object per line, e.g. {RECORD_EXAMPLE}") from None
-    if not isinstance(obj, dict):
-        raise _fail(path, number, f"a JSON {type(obj).__name__}, not an object",
-                    f"write one JSON object per line, e.g. {RECORD_EXAMPLE}")
-    for key in ("id", "gold"):
-        if key not in obj:
-            raise _fail(path, number, f'missing key "{key}"', f"give every line id, gold and pred, e.g. {RECORD_EXAMPLE}")
-    if not isinstance(obj["id"], (str, int)) or isinstance(obj["id"], bool):
-        raise _fail(path, number, f'"id" is {type(obj["id"]).__name__}', "use a string or integer id")
-    doc_id = str(obj["id"])
-    if doc_id in seen:
-        raise _fail(path, number, f"the id is already used on line {seen[doc_id]}",
-                    "give every document one line (were two prediction files concatenated?)")
-    seen[doc_id] = number
-    gold = _gold_codes(obj["gold"], path, number, code_system, counts, memo)
-    # A raw response wins over a "pred" list written next to it (data_tools.evaluation.infer writes both): the
-    # response is re-parsed here, so spans and codes unknown to the tables are counted the same way.
-    if "pred" in obj and not isinstance(obj.get("response"), str):
-        if not isinstance(obj["pred"], list):
-            raise _fail(path, number, f'"pred" is {type(obj["pred"]).__name__}, not a list',
-                        'write predictions as a JSON list of code strings, or give the raw "response" instead')
-        return Record(doc_id, number, gold, pred=obj["pred"])
-    if "response" not in obj:
-        raise _fail(path, number, 'neither "pred" nor "response"',
-                    'add "pred" (a list of codes) or "response" (the raw model output)')
-    response = obj["response"]
-    if response is not None and not isinstance(response, str):
-        raise _fail(path, number, f'"response" is {type(response).__name__}', "give the model output as a string (or null)")
-    return Record(doc_id, number, gold, response=response or "")
-
-
-def score(records: Sequence[Record], code_system: Any, label_space: Any, counts: Counts) -> dict[str, Any]:
-    """Parse the predictions (``parsing.predicted_codes``, the reward's rule) and compute the metrics."""
-    return corpus_metrics(*parse_records(records, code_system, label_space, counts), label_space)
-
-
-def parse_records(records: Sequence[Record], code_system: Any, label_space: Any,
-                  counts: Counts) -> tuple[list[list[str]], list[list[str]]]:
-    """Gold and predicted code lists per document: Ŷ by ``parsing.predicted_codes`` (the reward's rule), plus
-    the valid off-label codes, which ``corpus_metrics`` drops and counts (they enter the open-set scores)."""
+def parse_records(records: Sequence[PredictionRecord], counts: Counts) -> tuple[list[list[str]], list[list[str]]]:
+    """Gold and predicted code lists per document: Ŷ as the reader derived it, plus the valid off-label codes,
+    which ``corpus_metrics`` drops and counts (they enter the open-set scores)."""
     golds, preds = [], []
-    for record in tqdm(records, desc="parsing", unit=" docs", disable=None):
-        answer = record.pred if record.pred is not None else record.response
-        codes, parsed, rescued = predicted_codes(answer, set(record.gold), code_system, label_space)
-        counts.add(parsed, rescued, record.pred is None)
+    for record in records:
+        codes, parsed, rescued = record.prediction
+        counts.add(parsed, rescued, record.from_response)
+        gold = list(record.gold or ())
         pred = list(codes) + list(parsed.off_label)
-        counts.n_empty_gold += not record.gold
+        counts.n_empty_gold += not gold
         counts.n_empty_pred += not pred
-        golds.append(record.gold)
+        golds.append(gold)
         preds.append(pred)
     counts.n_gold_unknown = len(counts.unknown_gold_codes)
     return golds, preds
@@ -223,7 +116,8 @@ def render_summary(metrics: dict[str, Any]) -> str:
         "",
         "| | Precision | Recall | F1 |",
         "|---|---:|---:|---:|",
-        *(f"| {name} | {_pct(m[p + 'precision'])} | {_pct(m[p + 'recall'])} | {_pct(m[p + 'f1'])} |" for name, p in rows),
+        *(f"| {name} | {_pct(m[p + 'precision'])} | {_pct(m[p + 'recall'])} | {_pct(m[p + 'f1'])} |"
+          for name, p in rows),
         "",
         f"- documents: {m['n_docs']}; label space: {m['label_space']} ({m['n_labels']} codes); "
         f"code system: {m['code_system'] or 'none (codes compared as written)'}",
@@ -281,18 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "code: right category, wrong leaf), training-frequency buckets with plots, and (--compare) the "
                     "paper's Tables 1-2 layout over several runs.",
         epilog=f"Each input line: {RECORD_EXAMPLE}, or \"response\": \"<raw model output>\" instead of \"pred\". "
-               "Compare: python -m data_tools.evaluation.evaluate --output-dir tables --compare 'SFT:Qwen3-4B:Top-50=eval/sft_top50' "
-               "'GRPO:Qwen3-4B:Top-50=eval/grpo_top50' (each PATH an evaluation folder, a metrics.json or a "
-               "predictions JSONL).",
+               "Compare: python -m data_tools.evaluation.evaluate --out tables --compare "
+               "'SFT:Qwen3-4B:Top-50=eval/sft_top50' 'GRPO:Qwen3-4B:Top-50=eval/grpo_top50' (each PATH an "
+               "evaluation folder, a metrics.json or a predictions JSONL).",
     )
     parser.add_argument("--predictions", type=Path, metavar="PRED.jsonl",
                         help="JSONL file, one document per line with id, gold (list of codes) and either pred "
                              "(list of codes) or response (raw model output, parsed with the reward's parser); "
                              "required unless --compare is given")
-    parser.add_argument("--output-dir", required=True, type=Path, metavar="DIR",
+    parser.add_argument("--out", "--output-dir", dest="out", required=True, type=Path, metavar="DIR",
                         help="folder for metrics.json, per_code.csv and summary.md (plus buckets.csv and the PNG "
                              "plots with training frequencies; comparison.md/.csv with --compare); created, existing "
-                             "files replaced")
+                             "files replaced (--output-dir is an alias)")
     parser.add_argument("--data", type=Path, metavar="VARIANT_DIR",
                         help="prepared variant folder (data_tools.build.prepare): gives --code-system (from its "
                              "label_space.json), --train-frequencies (its training split) and the ids of --split, "
@@ -310,9 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "gold occurrence in PRED.jsonl (Edin et al.)")
     parser.add_argument("--code-system", choices=("icd9", "icd10"),
                         help="resolve undotted codes (4019 → 401.9 when unambiguous) and drop predicted codes unknown "
-                             "to the ICD tables unless gold for that document or in the label space (the hallucination rate "
-                             "needs it). Default: compare codes as written, after cleaning (upper case, whitespace "
-                             "and edge punctuation removed)")
+                             "to the ICD tables unless gold for that document or in the label space (the "
+                             "hallucination rate needs it). Default: compare codes as written, after cleaning "
+                             "(upper case, whitespace and edge punctuation removed)")
     parser.add_argument("--train-frequencies", type=Path, metavar="PATH",
                         help="training occurrences per code for the frequency buckets and plots: a prepared variant "
                              "folder, a parquet/JSONL table with a 'codes' list column, or a JSON {code: count}")
@@ -329,59 +223,59 @@ def build_parser() -> argparse.ArgumentParser:
                         help="build the paper's comparison table (Tables 1-2: per setting Micro/Macro × R/P/F1) "
                              "from several runs; PATH is an evaluation folder, a metrics.json, or a predictions JSONL "
                              "(scored here with --data/--label-space/--code-system). Writes comparison.md and "
-                             "comparison.csv into --output-dir")
+                             "comparison.csv into --out")
     return parser
 
 
-def _label_space_and_system(data: Path | None, label_space_path: Path | None, code_system_name: str | None):
-    """The label-space file and code system to use; ``--data`` gives the code system of its label space.
+def variant_code_system(data: Path | None, code_system_name: str | None, error: type[UserError]) -> str | None:
+    """The code system to score with: ``--code-system`` when given, else that of the ``--data`` variant's label
+    space (``llm4icd_plugins.variant``), else None.
 
     The label space itself stays Edin's default (codes with a gold occurrence in the evaluated file) unless
     given explicitly: a Full variant's label space holds many codes absent from a test split, and averaging
     their 0 F1 into macro-F1 would not be Edin's (nor the paper's) macro-F1.
     """
-    if data is not None and code_system_name is None:
-        space = data / "label_space.json"
-        try:
-            code_system_name = json.loads(space.read_text(encoding="utf-8"))["code_system"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise _fail(space, None, f"cannot read the variant's code system ({type(exc).__name__})",
-                        "point --data at a folder written by data_tools.build.prepare, or pass --code-system") from None
-    return label_space_path, code_system_name
+    if data is None or code_system_name is not None:
+        return code_system_name
+    from llm4icd_plugins.variant import PreparedVariant
+
+    return PreparedVariant(data, error=error).label_space().system
 
 
 def split_ids(data: Path, split: str) -> tuple[Path, list[str]]:
     """The sample ids of a prepared split (``<data>/examples/<split>.parquet``), in file order."""
     import pandas as pd
 
-    path = Path(data) / "examples" / f"{split}.parquet"
+    from llm4icd_plugins.variant import PreparedVariant
+
+    path = PreparedVariant(data).examples_path(split)
     try:
         frame = pd.read_parquet(path, columns=["id"])
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types; the message names none of the contents
         raise _fail(path, None, f"cannot read the ids of the {split} split ({type(exc).__name__})",
-                    "point --data at a folder written by data_tools.build.prepare, and --split at the predicted split") \
-            from None
+                    "point --data at a folder written by data_tools.build.prepare, and --split at the predicted "
+                    "split") from None
     return path, [str(i) for i in frame["id"]]
 
 
-def check_coverage(records: Sequence[Record], predictions: Path, split_file: Path, expected: Sequence[str],
+def check_coverage(records: Sequence[PredictionRecord], predictions: Path, split_file: Path, expected: Sequence[str],
                    allow_partial: bool) -> dict[str, Any]:
     """Predictions must be for the split's samples (always) and cover all of them (unless ``allow_partial``)."""
     wanted = set(expected)
-    foreign = [r.line for r in records if r.doc_id not in wanted]
+    foreign = [r.line for r in records if r.id not in wanted]
     if foreign:
         raise _fail(predictions, None, f"{len(foreign)} of {len(records)} ids are not samples of {split_file} "
                     f"(first on line {foreign[0]})", "evaluate predictions of the same prepared variant, and pass "
                     "--split for predictions on another split")
-    have = {r.doc_id for r in records}
+    have = {r.id for r in records}
     missing = [row for row, i in enumerate(expected, start=1) if i not in have]
     coverage = {"split_file": str(split_file), "n_split": len(expected), "n_predicted": len(records),
                 "n_missing": len(missing)}
     if missing and not allow_partial:
         raise _fail(predictions, None, f"{len(missing)} of {len(expected)} samples of {split_file} have no "
                     f"prediction (first: row {missing[0]} of that file)", "finish the inference run (re-run the "
-                    "same data_tools.evaluation.infer command: it resumes), or pass --allow-partial to score the covered "
-                    "samples only")
+                    "same data_tools.evaluation.infer command: it resumes), or pass --allow-partial to score the "
+                    "covered samples only")
     if missing:
         print(f"WARNING: partial evaluation: the predictions cover {len(records)} of {len(expected)} samples of "
               f"{split_file} ({len(missing)} missing); the metrics are over the covered samples only",
@@ -417,11 +311,11 @@ def evaluate(predictions: Path, output_dir: Path | None, label_space_path: Path 
             raise _fail(label_space_path, None, f"label space is {label_space.system}, --code-system is "
                         f"{code_system_name}", "use the label space of the same code system")
     counts = Counts()
-    records = read_records(predictions, code_system, counts)
+    records = read_records(predictions, code_system, label_space, counts)
     coverage = None
     if expected_ids is not None:
         coverage = check_coverage(records, predictions, *expected_ids, allow_partial)
-    golds, preds = parse_records(records, code_system, label_space, counts)
+    golds, preds = parse_records(records, counts)
     result = corpus_metrics(golds, preds, label_space)
     per_code = result.pop("per_code")
     hierarchy = hierarchy_metrics(golds, preds, label_space, code_system)
@@ -501,8 +395,10 @@ def render_report_extras(metrics: dict[str, Any]) -> str:
     if buckets:
         lines += ["", "| training frequency | codes | gold | micro-F1 | macro-F1 | misses near (%) |",
                   "|---|---:|---:|---:|---:|---:|"]
+        def f(v):
+            return "–" if v is None else _pct(v)
+
         for b in buckets:
-            f = (lambda v: "–" if v is None else _pct(v))
             lines.append(f"| {b['bucket']} | {b['n_codes']} | {b['support']} | {f(b['micro_f1'])} | "
                          f"{f(b['macro_f1'])} | {f(b.get('fn_near_miss_rate'))} |")
         lines.append("\n(misses near: share of the bucket's missed gold codes whose category was predicted with "
@@ -552,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_tool(parser.prog, lambda: _main(args))
 
 
-def check_output_dir(path: Path, flag: str = "--output-dir") -> None:
+def check_output_dir(path: Path, flag: str = "--out") -> None:
     """Refuse an output folder that is a file, or lies under a file or a read-only folder, before any work
     (nothing is created here)."""
     path = Path(path)
@@ -568,7 +464,7 @@ def check_output_dir(path: Path, flag: str = "--output-dir") -> None:
 def _main(args: argparse.Namespace) -> int:
     from data_tools.evaluation.reports import load_frequencies
 
-    check_output_dir(args.output_dir)
+    check_output_dir(args.out)
     try:
         edges = [int(e) for e in args.buckets.split(",") if e.strip()]
         bucket_names(edges)  # validates the edges
@@ -578,7 +474,7 @@ def _main(args: argparse.Namespace) -> int:
     if not 0 < args.confidence < 1 or args.bootstrap < 0:
         raise EvaluationError("--confidence must be in (0, 1) and --bootstrap >= 0. Fix: e.g. --confidence 0.95 "
                               "--bootstrap 1000")
-    label_space_path, code_system = _label_space_and_system(args.data, args.label_space, args.code_system)
+    label_space_path, code_system = args.label_space, variant_code_system(args.data, args.code_system, EvaluationError)
     freq_source = args.train_frequencies or args.data
     options = dict(label_space_path=label_space_path, code_system_name=code_system, bucket_edges=edges,
                    n_bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed,
@@ -586,12 +482,12 @@ def _main(args: argparse.Namespace) -> int:
                    expected_ids=split_ids(args.data, args.split) if args.data is not None else None,
                    allow_partial=args.allow_partial)
     if args.compare:
-        print(compare(args.compare, args.output_dir, options), end="")
-        print(f"wrote {args.output_dir / 'comparison.md'} and comparison.csv")
+        print(compare(args.compare, args.out, options), end="")
+        print(f"wrote {args.out / 'comparison.md'} and comparison.csv")
         return 0
-    metrics = evaluate(args.predictions, args.output_dir, plots=not args.no_plots, **options)
+    metrics = evaluate(args.predictions, args.out, plots=not args.no_plots, **options)
     print(metrics["summary"], end="")
-    print(f"wrote {args.output_dir / 'metrics.json'}, per_code.csv and summary.md"
+    print(f"wrote {args.out / 'metrics.json'}, per_code.csv and summary.md"
           + (", buckets.csv and plots" if "buckets" in metrics else ""))
     return 0
 

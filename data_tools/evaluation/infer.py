@@ -1,27 +1,29 @@
 """Hint-free generation over a prepared split with vLLM, appending one JSON line per sample (resumable).
 
-    python -m data_tools.evaluation.infer --data data/prepared/mimic3_full --split test \
-        --model models/sft --output preds/sft_test.jsonl
-    python -m data_tools.evaluation.infer --data ... --model BASE --lora step100=ckpt/100/lora_adapter \
-        --lora step200=ckpt/200/lora_adapter --output-dir preds/sweep      # several adapters, one engine
+    python -m data_tools.evaluation.infer --data data/prepared/mimic3_full --split test \\
+        --model models/sft --out preds/sft_test.jsonl
+    python -m data_tools.evaluation.infer --data ... --model BASE --lora step100=ckpt/100/lora_adapter \\
+        --lora step200=ckpt/200/lora_adapter --out preds/sweep      # several adapters, one engine
 
 Prompts are the prepared ones (``verl/<split>.parquet``: the exact training prompt, already fitted to the
 budget) or a prompting baseline of paper Appendix D (``--prompt zero_shot`` etc., built by
-``data_tools.evaluation.baselines`` and fitted to ``--prompt-budget``). Always hint-free. The chat template and thinking
-setting match training (the model's template; ``enable_thinking`` from the variant's ``stats.json`` unless
-given). Greedy by default. Runs on GPUs and, through vLLM's CPU build, on a CPU (``--enforce-eager`` starts
-faster there; tests and the embedded default use the same tool). Note and response text is never printed.
+``data_tools.evaluation.baselines`` and fitted to ``--prompt-budget``). Always hint-free. The chat template and
+thinking setting match training (the model's template; ``enable_thinking`` from the variant's ``stats.json``
+unless given). Greedy by default. Runs on GPUs and, through vLLM's CPU build, on a CPU (``--enforce-eager``
+starts faster there; tests and the embedded default use the same tool). Note and response text is never printed.
 
 Constrained decoding (``--constrain label-space|code-system``, ``--max-codes``): vLLM structured outputs
 (xgrammar) restrict the answer to ``<code>c1, c2</code>`` over the variant's label space or the code system's
-tables (``data_tools.evaluation.constrain``); CoT prompts may think first. Vote calibration (``--samples K --temperature T``):
-K samples per note in one request; each line holds the majority answer (codes in at least half the samples) as
-``pred``, every code's vote share as ``votes`` and the K raw ``responses``; ``X.votes.npz`` holds the shares as
-the per-note score matrix over the label space that ``data_tools.evaluation.thresholds`` tunes (one global threshold).
+tables (``data_tools.evaluation.constrain``); CoT prompts may think first. Vote calibration (``--samples K
+--temperature T``): K samples per note in one request; each line holds the majority answer (codes in at least
+half the samples) as ``pred``, every code's vote share as ``votes`` and the K raw ``responses``;
+``X.votes.npz`` holds the shares as the per-note score matrix over the label space that
+``data_tools.evaluation.thresholds`` tunes (one global threshold).
 
-Each output ``X.jsonl`` has a run record ``X.jsonl.meta.json``: the model and adapter (paths and content
-fingerprints), split, prompt kind, decoding settings and the data files' hashes. A re-run appends to the
-output only when its record is the same; otherwise it refuses (``--overwrite`` starts the output again).
+Each line is a prediction record (``llm4icd_plugins.records``: ``response`` is what readers score, ``pred`` its
+codes for people). Each output ``X.jsonl`` has a run record ``X.jsonl.meta.json``: the model and adapter (paths
+and content fingerprints), split, prompt kind, decoding settings and the data files' hashes. A re-run appends to
+the output only when its record is the same; otherwise it refuses (``--overwrite`` starts the output again).
 """
 
 from __future__ import annotations
@@ -32,13 +34,18 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.evaluation import constrain
+import numpy as np
+from tqdm import tqdm
+
 from data_tools.cli import exit_with, run_tool
-from llm4icd_plugins import atomic
+from data_tools.evaluation import baselines, constrain
+from data_tools.evaluation.thresholds import ProbMatrix
+from llm4icd_plugins import atomic, records
 from llm4icd_plugins.errors import UserError
+from llm4icd_plugins.records import Request, aggregate_votes
+from llm4icd_plugins.variant import PreparedVariant
 
 PROMPT_KINDS = ("train", "zero_shot", "few_shot", "zero_shot_cot", "few_shot_cot")
 RECORD_VERSION = 1
@@ -52,41 +59,32 @@ class InferError(UserError):
     """A problem with the inputs of an inference run, with what to do about it."""
 
 
-@dataclass
-class Request:
-    id: str
-    messages: list[dict]
-    gold: list[str]
-    extra: dict = field(default_factory=dict)
+__all__ = ["InferError", "Request", "aggregate_votes", "load_requests", "main", "plan_resume", "run", "run_record"]
 
 
 def load_requests(data_dir: Path, split: str, prompt_kind: str = "train", *, tokenizer=None,
                   chat_template_kwargs: dict | None = None, max_samples: int | None = None,
                   prompt_budget: int | None = None) -> list[Request]:
     """The split's samples with their prompt messages and gold codes, in file order."""
-    import pandas as pd
-
     if prompt_kind != "train":
-        from data_tools.evaluation import baselines
-
         try:
             return baselines.build_requests(data_dir, split, prompt_kind, tokenizer=tokenizer,
                                             chat_template_kwargs=chat_template_kwargs, max_samples=max_samples,
                                             budget=prompt_budget)
         except baselines.BaselineError as exc:
             raise InferError(str(exc)) from exc
-    path = data_dir / "verl" / f"{split}.parquet"
-    if not path.is_file():
-        raise InferError(f"{path}: no prepared {split} split here; run `python -m data_tools.build.prepare` first "
-                         f"or point --data at a variant folder (it holds verl/{split}.parquet)")
-    frame = pd.read_parquet(path, columns=["prompt", "reward_model", "extra_info"])
+    variant = PreparedVariant(data_dir, InferError)
+    table = variant.verl(split, ["prompt", "reward_model", "extra_info"])
     if max_samples is not None:
-        frame = frame.head(max_samples)
+        table = table.slice(0, max_samples)
+    columns = table.to_pydict()
     requests = []
-    for row, (prompt, reward, extra) in enumerate(zip(frame["prompt"], frame["reward_model"], frame["extra_info"])):
+    for row, (prompt, reward, extra) in enumerate(zip(columns["prompt"], columns["reward_model"],
+                                                      columns["extra_info"])):
         sample_id = extra.get("sample_id") if isinstance(extra, dict) else None
         if sample_id is None:
-            raise InferError(f"{path}: row {row} has no extra_info.sample_id; re-run data_tools.build.prepare")
+            raise InferError(f"{variant.verl_path(split)}: row {row} has no extra_info.sample_id; re-run "
+                             "data_tools.build.prepare")
         messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
         requests.append(Request(str(sample_id), messages, [str(c) for c in reward["ground_truth"]]))
     return requests
@@ -104,7 +102,7 @@ def finished_ids(path: Path) -> set[str]:
             ids.add(str(json.loads(line)["id"]))
         except (ValueError, KeyError, TypeError, RecursionError) as exc:  # the type only: a line may echo a note
             raise InferError(f"{path}: line {number} is not a prediction record ({type(exc).__name__}). Fix: pass "
-                             "--overwrite to start this output again, or another --output") from None
+                             "--overwrite to start this output again, or another --out") from None
     if len(keep) != len(data):
         atomic.write_bytes(path, keep)
     return ids
@@ -138,16 +136,14 @@ def fingerprint(path: Path) -> str:
 
 def data_files(data_dir: Path, split: str, prompt_kind: str) -> list[Path]:
     """The prepared files the prompts of a run are built from (their hashes go into the run record)."""
+    variant = PreparedVariant(data_dir, InferError)
     if prompt_kind == "train":
-        files = [data_dir / "verl" / f"{split}.parquet"]
+        files = [variant.verl_path(split)]
     else:
-        files = [data_dir / "examples" / f"{split}.parquet", data_dir / "stats.json"]
+        files = [variant.examples_path(split), variant.stats_path]
         if prompt_kind.startswith("few_shot") and split != "train":
-            files.append(data_dir / "examples" / "train.parquet")
-    for file in files:
-        if not file.is_file():
-            raise InferError(f"{file}: no such file; run `python -m data_tools.build.prepare` first or point --data at a "
-                             f"variant folder (it holds verl/{split}.parquet and examples/{split}.parquet)")
+            files.append(variant.examples_path("train"))
+    variant.require(*files)
     return files
 
 
@@ -189,7 +185,7 @@ def plan_resume(out: Path, record: dict, overwrite: bool = False) -> set[str]:
         meta.unlink(missing_ok=True)
     done: set[str] = set()
     if out.exists() and out.stat().st_size > 0:
-        fix = "pass --overwrite to start this output again, or choose another --output/--output-dir"
+        fix = "pass --overwrite to start this output again, or choose another --out"
         try:
             saved = json.loads(meta.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -236,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a LoRA adapter to run on top of --model; repeat for a checkpoint sweep in one engine")
     p.add_argument("--include-base", action="store_true",
                    help="with --lora, also generate with the bare base model (written as base.jsonl)")
-    p.add_argument("--output", type=Path, help="output JSONL for a single model (appended, resumable)")
-    p.add_argument("--output-dir", type=Path, help="folder for one NAME.jsonl per adapter (with --lora)")
+    p.add_argument("--out", "--output", "--output-dir", dest="out", type=Path, metavar="PATH",
+                   help="output JSONL of a single model (appended, resumable), or with --lora the folder for one "
+                        "NAME.jsonl per adapter (--output and --output-dir are accepted as older names)")
     p.add_argument("--prompt", default="train", choices=PROMPT_KINDS,
                    help="prompt: the prepared training prompt (default) or a prompting baseline of Appendix D")
     p.add_argument("--max-new-tokens", type=int, default=196,
@@ -275,16 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _outputs(args, adapters) -> list[tuple[str, Path, object]]:
+    if args.out is None:
+        raise InferError("no output. Fix: give --out FILE.jsonl (or --lora ... with --out FOLDER)")
     if adapters:
-        if args.output_dir is None:
-            raise InferError("--lora needs --output-dir (one NAME.jsonl per adapter)")
-        runs = [(name, args.output_dir / f"{name}.jsonl", path) for name, path in adapters]
+        if args.out.suffix == ".jsonl":
+            raise InferError(f"--out {args.out}: with --lora it is a folder (one NAME.jsonl per adapter). Fix: give "
+                             "a folder path")
+        runs = [(name, args.out / f"{name}.jsonl", path) for name, path in adapters]
         if args.include_base:
-            runs.insert(0, ("base", args.output_dir / "base.jsonl", None))
+            runs.insert(0, ("base", args.out / "base.jsonl", None))
         return runs
-    if args.output is None:
-        raise InferError("give --output FILE.jsonl (or --lora ... with --output-dir)")
-    return [(args.model.name, args.output, None)]
+    return [(args.model.name, args.out, None)]
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -301,13 +299,12 @@ def run(args: argparse.Namespace) -> list[dict]:
             for out, record in run_records(args, runs, grammar=grammar).items()}
     if not _has_gpu():  # vLLM's CPU build would otherwise reserve most of the RAM for its KV cache
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_tokenizer(args.model, args.data)
     requests = load_requests(args.data, args.split, args.prompt, tokenizer=tokenizer,
                              chat_template_kwargs=kwargs, max_samples=args.max_samples,
                              prompt_budget=budget)
-    code_system = _code_system(args.data)
+    variant = PreparedVariant(args.data, InferError)
+    code_system = variant.code_system() if variant.label_space_path.is_file() else None
 
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
@@ -336,21 +333,18 @@ def run(args: argparse.Namespace) -> list[dict]:
         lora = LoRARequest(name, number, str(adapter)) if adapter is not None else None
         summaries.append(_generate(llm, tokenizer, sampling, lora, requests, out_path, name, kwargs,
                                    args.batch_size, code_system, done[out_path]))
-        if args.samples > 1 and (args.data / "label_space.json").is_file():
-            space = json.loads((args.data / "label_space.json").read_text(encoding="utf-8"))
-            summaries[-1]["votes_matrix"] = str(write_vote_matrix(out_path, space["codes"]))
+        if args.samples > 1 and variant.label_space_path.is_file():
+            summaries[-1]["votes_matrix"] = str(write_vote_matrix(out_path, variant.label_space().codes))
     return summaries
 
 
 def _prompt_settings(args: argparse.Namespace) -> tuple[dict, int | None]:
     """Chat-template settings and the baselines' prompt budget, as the run will use them."""
-    kwargs = _training_template_kwargs(args.data) if args.enable_thinking is None else {
+    kwargs = PreparedVariant(args.data).chat_template_kwargs() if args.enable_thinking is None else {
         "enable_thinking": args.enable_thinking}
     budget = args.prompt_budget
     if budget is None and args.prompt != "train" and args.max_model_len:  # leave room for the answer
-        from data_tools.evaluation.baselines import default_budget
-
-        budget = min(default_budget(args.data), args.max_model_len - args.max_new_tokens)
+        budget = min(baselines.default_budget(args.data), args.max_model_len - args.max_new_tokens)
     return kwargs, budget
 
 
@@ -395,53 +389,23 @@ def _grammar(args: argparse.Namespace, template_kwargs: dict) -> str | None:
         raise InferError(str(exc)) from None
 
 
-def aggregate_votes(code_lists: Sequence[Sequence[str]]) -> tuple[list[str], dict[str, float]]:
-    """The majority answer and every code's vote share over K parsed samples of one note.
-
-    A code's share is the number of samples naming it (once per sample) over K; the majority answer holds the
-    codes with share >= ``MAJORITY``, most voted first (ties: first seen first).
-    """
-    k = len(code_lists)
-    counts: dict[str, int] = {}
-    for codes in code_lists:
-        for code in dict.fromkeys(codes):
-            counts[code] = counts.get(code, 0) + 1
-    votes = {code: n / k for code, n in counts.items()} if k else {}
-    order = sorted(counts, key=lambda c: -counts[c])  # stable: first seen wins a tie
-    return [c for c in order if votes[c] >= MAJORITY], votes
-
-
 def vote_matrix(path: Path, codes: Sequence[str]):
     """The vote shares of a voted output file as ``thresholds.ProbMatrix`` over ``codes`` (shares of other
     codes are left out, like predictions outside the label space in the evaluation)."""
-    import numpy as np
-
-    from data_tools.evaluation.thresholds import ProbMatrix
-
     column = {c: j for j, c in enumerate(codes)}
-    ids, rows = [], []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            try:
-                record = json.loads(line)
-            except ValueError as exc:  # the type only: a line may echo a note
-                raise InferError(f"{path}: line {number} is not JSON ({type(exc).__name__}). Fix: re-run infer "
-                                 "with --overwrite") from None
-            if not isinstance(record, dict) or not isinstance(record.get("votes"), dict):
-                raise InferError(f"{path}: line {number} has no vote shares. Fix: write it with --samples K (K > 1)")
-            row = np.zeros(len(codes))
-            for code, share in record["votes"].items():
-                if code in column:
-                    row[column[code]] = share
-            ids.append(str(record["id"]))
-            rows.append(row)
-    return ProbMatrix(ids, list(codes), np.array(rows).reshape(len(rows), len(codes)))
+    found = records.read_predictions(path, None, require_gold=False, error=InferError)
+    probs = np.zeros((len(found), len(codes)))
+    for i, record in enumerate(found):
+        if record.votes is None:
+            raise InferError(f"{path}: line {record.line} has no vote shares. Fix: write it with --samples K (K > 1)")
+        for code, share in record.votes.items():
+            if code in column:
+                probs[i, column[code]] = share
+    return ProbMatrix([r.id for r in found], list(codes), probs)
 
 
 def write_vote_matrix(path: Path, codes: Sequence[str], out: Path | None = None) -> Path:
     """Write ``vote_matrix`` as the ``.npz`` (probs, ids, codes) that ``data_tools.evaluation.thresholds`` reads."""
-    import numpy as np
-
     matrix = vote_matrix(path, codes)
     out = Path(out) if out is not None else path.with_name(path.name.removesuffix(".jsonl") + ".votes.npz")
 
@@ -452,15 +416,6 @@ def write_vote_matrix(path: Path, codes: Sequence[str], out: Path | None = None)
 
     atomic.write_with(out, save)
     return out
-
-
-def _training_template_kwargs(data_dir: Path) -> dict:
-    """The chat-template settings the prompts were fitted with (``stats.json``), so inference matches training."""
-    try:
-        stats = json.loads((data_dir / "stats.json").read_text(encoding="utf-8"))
-        return dict(stats["tokens"].get("chat_template_kwargs") or {})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
 
 
 def _model_max_len(model: Path) -> int:
@@ -478,19 +433,26 @@ def _has_gpu() -> bool:
         return False
 
 
-def _code_system(data_dir: Path):
-    from llm4icd_plugins.codes import load_code_system
+def load_tokenizer(model: Path, data: Path):
+    """The model's tokenizer with the chat template the variant's prompts were fitted with (a backbone's override)."""
+    from transformers import AutoTokenizer
 
-    space = data_dir / "label_space.json"
-    if not space.is_file():
-        return None
-    return load_code_system(json.loads(space.read_text())["code_system"])
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    template = PreparedVariant(data, InferError).chat_template()
+    if template is not None:
+        tokenizer.chat_template = template
+    return tokenizer
+
+
+def prompt_inputs(tokenizer, conversations: Sequence[list[dict]], template_kwargs: dict) -> list[dict]:
+    """vLLM prompts as token ids rendered here: vLLM would add a second BOS to a text prompt that has one."""
+    return [{"prompt_token_ids": tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                               return_dict=False, **template_kwargs)}
+            for messages in conversations]
 
 
 def _generate(llm, tokenizer, sampling, lora, requests, out_path: Path, name: str, template_kwargs: dict,
               batch_size: int, code_system, done: set[str]) -> dict:
-    from tqdm import tqdm
-
     out_path.parent.mkdir(parents=True, exist_ok=True)
     todo = [r for r in requests if r.id not in done]
     prompt_tokens = gen_tokens = 0
@@ -499,10 +461,9 @@ def _generate(llm, tokenizer, sampling, lora, requests, out_path: Path, name: st
                                                              unit="sample") as bar:
         for lo in range(0, len(todo), batch_size):
             chunk = todo[lo: lo + batch_size]
-            texts = [tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True,
-                                                   **template_kwargs) for r in chunk]
+            inputs = prompt_inputs(tokenizer, [r.messages for r in chunk], template_kwargs)
             params = sampling if not sampling.temperature else [_seeded(sampling, r.id) for r in chunk]
-            outputs = llm.generate(texts, params, lora_request=lora, use_tqdm=False)
+            outputs = llm.generate(inputs, params, lora_request=lora, use_tqdm=False)
             for request, output in zip(chunk, outputs):
                 record = _record(request, output, name, code_system)
                 prompt_tokens += record["prompt_tokens"]
@@ -532,30 +493,17 @@ def _seeded(sampling, sample_id: str):
 
 
 def _record(request: Request, output, name: str, code_system) -> dict:
-    """One output line: the response and its parse, or for K samples the majority answer and vote shares."""
-    from llm4icd_plugins.parsing import parse_response, predicted_codes
-
+    """One output line (``llm4icd_plugins.records``): the response, or for K samples the majority answer and
+    vote shares."""
     completions = output.outputs
-    n_prompt = len(output.prompt_token_ids or ())
-    n_gen = sum(len(c.token_ids) for c in completions)
+    tokens = {"prompt_tokens": len(output.prompt_token_ids or ()),
+              "gen_tokens": sum(len(c.token_ids) for c in completions)}
     if len(completions) == 1:
-        completion = completions[0]
-        parsed = parse_response(completion.text, code_system=code_system)
-        return {"id": request.id, "model": name, "response": completion.text, "pred": list(parsed.codes),
-                "gold": request.gold, "n_malformed": parsed.n_malformed, "n_unknown": parsed.n_unknown,
-                "unknown": list(parsed.unknown), "has_span": parsed.has_span, "format_ok": parsed.format_ok,
-                "prompt_tokens": n_prompt, "gen_tokens": n_gen, "finish_reason": completion.finish_reason,
-                **request.extra}
-    # No "response" key: data_tools.evaluation.evaluate then scores "pred", the majority answer.
-    predictions = [predicted_codes(c.text, request.gold, code_system) for c in completions]
-    majority, votes = aggregate_votes([p.codes for p in predictions])
-    return {"id": request.id, "model": name, "responses": [c.text for c in completions], "pred": majority,
-            "votes": votes, "gold": request.gold, "n_samples": len(completions),
-            "n_no_span": sum(not p.parsed.has_span for p in predictions),
-            "n_format_bad": sum(not p.parsed.format_ok for p in predictions),
-            "n_malformed": sum(p.parsed.n_malformed for p in predictions),
-            "n_unknown": sum(p.parsed.n_unknown for p in predictions), "prompt_tokens": n_prompt,
-            "gen_tokens": n_gen, "finish_reasons": [c.finish_reason for c in completions], **request.extra}
+        return records.response_record(request.id, name, completions[0].text, request.gold, code_system,
+                                       finish_reason=completions[0].finish_reason, extra=request.extra, **tokens)
+    return records.voted_record(request.id, name, [c.text for c in completions], request.gold, code_system,
+                                majority=MAJORITY, finish_reasons=[c.finish_reason for c in completions],
+                                extra=request.extra, **tokens)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Report pieces for ``data_tools.evaluation.evaluate``: training frequencies, PNG plots and the paper-style comparison table.
+"""Report pieces for ``data_tools.evaluation.evaluate``: training frequencies, PNG plots, the paper-style comparison
+table.
 
 Pure functions over metric dicts and per-code tables; plotting uses matplotlib's Agg backend (no display).
 """
@@ -17,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from llm4icd_plugins.errors import UserError
+from llm4icd_plugins.variant import PreparedVariant
 
 TABLE_COLUMNS = (("micro", "recall", "R"), ("micro", "precision", "P"), ("micro", "f1", "F1"),
                  ("macro", "recall", "R"), ("macro", "precision", "P"), ("macro", "f1", "F1"))
 """Column order of the paper's Tables 1-2 within one label setting: Micro R/P/F1, Macro R/P/F1."""
 HIERARCHY_COLUMNS = (("category", "micro_f1", "Cat. Micro F1", True), ("near_miss", "rate", "Near-miss % of FP", False))
-"""Columns after them (``data_tools.evaluation.evaluate``'s hierarchy view): (level, metric, header, ranked best-first)."""
+"""Columns after them (``evaluate``'s hierarchy view): (level, metric, header, ranked best-first)."""
 
 
 class ReportError(UserError):
@@ -36,7 +38,7 @@ def load_frequencies(path: Path) -> dict[str, int]:
     parquet/JSONL table with a ``codes`` list column, or a JSON object ``{code: count}``."""
     path = Path(path)
     if path.is_dir():
-        path = path / "examples" / "train.parquet"
+        path = PreparedVariant(path).examples_path("train")
     if not path.is_file():
         raise ReportError(f"{path}: no such file. Fix: pass a prepared variant folder, its examples/train.parquet, "
                           "or a JSON object {code: training count}")

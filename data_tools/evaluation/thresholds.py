@@ -4,9 +4,11 @@ Exactly as Edin et al. (2023): a grid of 100 evenly spaced thresholds in [0, 1] 
 a code is predicted when its probability is strictly greater than the threshold, micro-F1 is pooled over
 all (document, code) cells of the probability matrix, and the first (lowest) best threshold wins. No
 per-code thresholds. The test predictions are then scored by ``data_tools.evaluation.evaluate`` like any generative run.
+``threshold.json`` also holds micro precision, recall and F1 at every grid point on both splits (over the matrix
+columns), and ``pr_curve.png`` draws them: the precision–recall trade the one threshold makes.
 
     python -m data_tools.evaluation.thresholds --val plm_val.npz --test plm_test.npz --data data/prepared/mimic3_full \
-        --output-dir eval/plm_icd_full
+        --out eval/plm_icd_full
 
 Probability matrices: ``.npz`` with ``probs`` (documents × codes), ``ids`` and ``codes`` (and optionally
 0/1 ``targets``), or a wide ``.parquet`` with an ``id`` column and one probability column per code.
@@ -117,12 +119,14 @@ def target_matrix(m: ProbMatrix, gold: dict[str, list[str]], path) -> tuple[np.n
     return targets, outside
 
 
-def tune_threshold(probs: np.ndarray, targets: np.ndarray, n_points: int = GRID_POINTS,
-                   chunk_rows: int = 4096) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """Edin's single-threshold tuning: (best threshold, its micro-F1, grid, micro-F1 per grid point).
+def threshold_curve(probs: np.ndarray, targets: np.ndarray, n_points: int = GRID_POINTS,
+                    chunk_rows: int = 4096) -> dict[str, np.ndarray]:
+    """Micro counts and scores at every grid threshold: ``threshold``, ``tp``, ``fp``, ``fn``, ``precision``,
+    ``recall``, ``f1`` (arrays of ``n_points``).
 
-    A cell is predicted when ``prob > threshold``; micro-F1 = tp / (tp + ½(fp + fn)), 0 when undefined;
-    the first maximum wins. Counting uses sorted values, so it is exact and linear in the matrix size.
+    A cell is predicted when ``prob > threshold``; micro-F1 = tp / (tp + ½(fp + fn)); a ratio whose denominator
+    is 0 is 0 (as in ``llm4icd_plugins.metrics``). Counting uses sorted values, so it is exact and linear in the
+    matrix size.
     """
     grid = np.linspace(0.0, 1.0, n_points)
     n_pred = np.zeros(n_points, dtype=np.int64)
@@ -136,10 +140,69 @@ def tune_threshold(probs: np.ndarray, targets: np.ndarray, n_points: int = GRID_
         tp += len(positives) - np.searchsorted(positives, grid, side="right")
         n_pos += len(positives)
     fp, fn = n_pred - tp, n_pos - tp
-    denom = tp + 0.5 * (fp + fn)
-    f1 = np.divide(tp, denom, out=np.zeros(n_points), where=denom > 0)
+
+    def ratio(num, den):
+        return np.divide(num, den, out=np.zeros(n_points), where=den > 0)
+
+    return {"threshold": grid, "tp": tp, "fp": fp, "fn": fn, "precision": ratio(tp, tp + fp),
+            "recall": ratio(tp, tp + fn), "f1": ratio(tp, tp + 0.5 * (fp + fn))}
+
+
+def tune_threshold(probs: np.ndarray, targets: np.ndarray, n_points: int = GRID_POINTS,
+                   chunk_rows: int = 4096) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Edin's single-threshold tuning: (best threshold, its micro-F1, grid, micro-F1 per grid point).
+
+    The first maximum of ``threshold_curve``'s micro-F1 wins.
+    """
+    curve = threshold_curve(probs, targets, n_points, chunk_rows)
+    grid, f1 = curve["threshold"], curve["f1"]
     best = int(np.argmax(f1))
     return float(grid[best]), float(f1[best]), grid, f1
+
+
+def curve_json(curve: dict[str, np.ndarray]) -> dict[str, list]:
+    """``threshold_curve``'s arrays as JSON lists (scores rounded to 6 digits, counts exact)."""
+    return {k: [int(x) for x in v] if k in ("tp", "fp", "fn") else [round(float(x), 6) for x in v]
+            for k, v in curve.items()}
+
+
+def pr_curve_png(curves: dict[str, dict[str, np.ndarray]], threshold: float | dict[str, float], title: str) -> bytes:
+    """Micro precision against recall over the threshold grid, one line per curve (``threshold_curve``'s arrays),
+    the tuned threshold ringed (one for all, or one per curve); grid points that predict nothing are left out.
+    The legend sits below the axes, off the data."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, curve in curves.items():
+        chosen = threshold[name] if isinstance(threshold, dict) else threshold
+        shown = (curve["tp"] + curve["fp"]) > 0
+        label = name if not isinstance(threshold, dict) else f"{name} (threshold {chosen:.3f})"
+        line, = ax.plot(curve["recall"][shown], curve["precision"][shown], marker=".", markersize=3, label=label)
+        k = int(np.argmin(np.abs(curve["threshold"] - chosen)))
+        if shown[k]:
+            ax.plot(curve["recall"][k], curve["precision"][k], "o", markersize=8, markerfacecolor="none",
+                    color=line.get_color())
+    # axes fitted to the points (a weak coder's curve would be a dot at the origin of a unit square)
+    top = {k: max([float(c[k][(c["tp"] + c["fp"]) > 0].max(initial=0.0)) for c in curves.values()] or [1.0])
+           for k in ("recall", "precision")}
+    ax.set_xlim(0, min(1.02, max(0.05, 1.1 * top["recall"])))
+    ax.set_ylim(0, min(1.02, max(0.05, 1.1 * top["precision"])))
+    ax.set_xlabel("micro recall")
+    ax.set_ylabel("micro precision")
+    ringed = "the tuned thresholds" if isinstance(threshold, dict) else f"the tuned threshold {threshold:.3f}"
+    ax.set_title(f"{title}\nringed: {ringed}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(max(len(curves), 1), 2), fontsize=8,
+              frameon=False)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def predict(m: ProbMatrix, threshold: float) -> list[list[str]]:
@@ -157,8 +220,11 @@ def _gold_from(path: Path, split: str) -> dict[str, list[str]]:
     import pandas as pd
 
     path = Path(path)
-    if path.is_dir():
-        path = path / "examples" / f"{split}.parquet"
+    if path.is_dir():  # a prepared variant (llm4icd_plugins.variant reads and checks its examples)
+        from llm4icd_plugins.variant import PreparedVariant
+
+        examples = PreparedVariant(path, error=ThresholdError).examples(split)
+        return dict(zip(examples.ids, examples.codes))
     if not path.is_file():
         raise _fail(path, "no such gold file", f"pass a prepared variant folder (examples/{split}.parquet) or a "
                     "table with id and codes")
@@ -193,18 +259,18 @@ def _gold(m: ProbMatrix, source: Path | None, split: str, path: Path) -> tuple[d
 
 def run(args: argparse.Namespace) -> dict:
     """Tune on validation, predict test, evaluate; returns the evaluation metrics with the threshold added."""
-    from data_tools.evaluation.evaluate import _label_space_and_system, check_output_dir, evaluate
+    from data_tools.evaluation.evaluate import check_output_dir, evaluate, variant_code_system
     from data_tools.evaluation.reports import load_frequencies
 
-    check_output_dir(args.output_dir)
+    check_output_dir(args.out, "--out")
     val, test = load_matrix(args.val), load_matrix(args.test)
     if val.codes != test.codes:
         raise _fail(args.test, "its code columns differ from the validation matrix's",
                     "save both splits with the same label columns in the same order")
     _, val_targets, val_outside = _gold(val, args.val_gold or args.data, "val", args.val)
-    test_gold, _, test_outside = _gold(test, args.test_gold or args.data, "test", args.test)
+    test_gold, test_targets, test_outside = _gold(test, args.test_gold or args.data, "test", args.test)
     # Everything that can fail is read before the first file is written: no partial output.
-    label_space_path, code_system = _label_space_and_system(args.data, args.label_space, args.code_system)
+    label_space_path, code_system = args.label_space, variant_code_system(args.data, args.code_system, ThresholdError)
     if label_space_path is not None:
         from llm4icd_plugins.codes import load_label_space
 
@@ -215,10 +281,13 @@ def run(args: argparse.Namespace) -> dict:
                                  "(or one written by LabelSpace.save)") from None
     freq_source = args.train_frequencies or args.data
     frequencies = load_frequencies(freq_source) if freq_source else None
-    threshold, val_f1, grid, curve = tune_threshold(val.probs, val_targets)
+    val_curve = threshold_curve(val.probs, val_targets)
+    best = int(np.argmax(val_curve["f1"]))  # the first maximum, as tune_threshold
+    threshold, val_f1 = float(val_curve["threshold"][best]), float(val_curve["f1"][best])
+    test_curve = threshold_curve(test.probs, test_targets)
     preds = predict(test, threshold)
-    out = Path(args.output_dir)
-    for name in ("predictions_test.jsonl", "threshold.json"):
+    out = Path(args.out)
+    for name in ("predictions_test.jsonl", "threshold.json", "pr_curve.png"):
         atomic.remove_stale_temporaries(out / name)
     lines = [json.dumps({"id": doc, "gold": test_gold[doc], "pred": pred}) for doc, pred in zip(test.ids, preds)]
     pred_path = out / "predictions_test.jsonl"
@@ -227,11 +296,18 @@ def run(args: argparse.Namespace) -> dict:
               f"linspace(0, 1, {GRID_POINTS}), first maximum of micro-F1 over the matrix columns",
               "val_matrix": str(args.val), "test_matrix": str(args.test), "n_codes": len(val.codes),
               "val_gold_codes_outside_columns": val_outside, "test_gold_codes_outside_columns": test_outside,
-              "grid": [[round(float(t), 6), round(float(f), 6)] for t, f in zip(grid, curve)]}
+              "grid": [[round(float(t), 6), round(float(f), 6)]
+                       for t, f in zip(val_curve["threshold"], val_curve["f1"])],
+              "val_curve": curve_json(val_curve), "test_curve": curve_json(test_curve)}
     atomic.write_text(out / "threshold.json", json.dumps(tuning, indent=2) + "\n")
+    if not args.no_plots:
+        atomic.write_bytes(out / "pr_curve.png", pr_curve_png({"validation": val_curve, "test": test_curve},
+                                                              threshold, Path(args.test).name))
     metrics = evaluate(pred_path, out, label_space_path, code_system, train_frequencies=frequencies,
                        n_bootstrap=args.bootstrap, seed=args.seed, plots=not args.no_plots)
     metrics["threshold"], metrics["val_micro_f1"] = threshold, val_f1
+    metrics["val_micro_precision"] = float(val_curve["precision"][best])
+    metrics["val_micro_recall"] = float(val_curve["recall"][best])
     return metrics
 
 
@@ -240,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--val", required=True, type=Path, help="validation probability matrix (.npz or .parquet)")
     p.add_argument("--test", required=True, type=Path, help="test probability matrix, same code columns")
-    p.add_argument("--output-dir", required=True, type=Path,
-                   help="folder for threshold.json, predictions_test.jsonl and the evaluation files")
+    p.add_argument("--out", "--output-dir", dest="out", required=True, type=Path, metavar="DIR",
+                   help="folder for threshold.json (the tuned threshold; micro precision, recall and F1 at every "
+                        "grid point on both splits), pr_curve.png, predictions_test.jsonl and the evaluation files "
+                        "(--output-dir is an alias)")
     p.add_argument("--data", type=Path, help="prepared variant folder: gold codes of val/test, code system and "
                    "training frequencies (as data_tools.evaluation.evaluate --data)")
     p.add_argument("--val-gold", type=Path, help="gold of the validation split (parquet/JSONL with id, codes); "
@@ -253,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-frequencies", type=Path, help="training frequencies for the buckets (default: --data)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0: off)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (pr_curve.png and evaluate's)")
     return p
 
 
@@ -264,9 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(metrics: dict, args: argparse.Namespace) -> None:
-    print(f"threshold {metrics['threshold']:.4f} (validation micro-F1 {100 * metrics['val_micro_f1']:.2f})")
+    print(f"threshold {metrics['threshold']:.4f} (validation micro-F1 {100 * metrics['val_micro_f1']:.2f}, "
+          f"P {100 * metrics['val_micro_precision']:.2f}, R {100 * metrics['val_micro_recall']:.2f}; every grid "
+          f"point in threshold.json)")
     print(metrics["summary"], end="")
-    print(f"wrote {args.output_dir / 'threshold.json'}, predictions_test.jsonl and the evaluation files")
+    print(f"wrote {args.out / 'threshold.json'}, predictions_test.jsonl and the evaluation files")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 """Verification by the ICD hierarchy: generate → expand → verify, on top of any predictions file.
 
-    python -m data_tools.evaluation.verify --predictions preds/sft.jsonl --data data/prepared/mimic3_full --split test \
-        --model models/sft --out preds/sft_verified.jsonl
+    python -m data_tools.evaluation.verify --predictions preds/sft.jsonl --data data/prepared/mimic3_full \\
+        --split test --model models/sft --out preds/sft_verified.jsonl
 
-Each note's predicted codes (read as ``data_tools.evaluation.evaluate`` reads them) are expanded by the code tables
-(``llm4icd_plugins.expansion``: their siblings, then the codes of their categories; gold is never looked at),
-restricted to the variant's label space and capped (``--max-candidates``). One more LLM call per note shows the
-candidates numbered and by description only, with the note cut by the project's tiered truncation so that note,
-list and instruction fit ``--prompt-budget``, and asks which apply. The chosen numbers map back to codes; an
-answer with nothing readable keeps the note's predictions. Codes without a description in the tables (retired
-MIMIC-III codes) are kept as predicted and not shown. Notes without predictions are passed through.
+Each note's predicted codes (Ŷ of its prediction record, ``llm4icd_plugins.records``, as evaluation reads them)
+are expanded by the code tables (``llm4icd_plugins.expansion``: their siblings, then the codes of their
+categories; gold is never looked at), restricted to the variant's label space and capped (``--max-candidates``).
+One more LLM call per note shows the candidates numbered and by description only, with the note cut by the
+project's tiered truncation so that note, list and instruction fit ``--prompt-budget``, and asks which apply.
+The chosen numbers map back to codes; an answer with nothing readable keeps the note's predictions. Codes
+without a description in the tables (retired MIMIC-III codes) are kept as predicted and not shown. Notes without
+predictions are passed through.
 
 The output has infer's record format (``data_tools.evaluation.evaluate`` reads it unchanged; ``response`` is the final
 ``<code>…</code>`` answer, the verifier's own text is ``verify_response``), plus per note ``before``, ``added``,
@@ -27,12 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_tools.evaluation import infer
+from tqdm import tqdm
+
 from data_tools.cli import exit_with, run_tool
-from llm4icd_plugins import atomic
-from llm4icd_plugins import expansion
-from llm4icd_plugins import prompts
+from data_tools.evaluation import baselines, infer
+from llm4icd_plugins import atomic, expansion, prompts, records
 from llm4icd_plugins.errors import UserError
+from llm4icd_plugins.metrics import corpus_metrics
+from llm4icd_plugins.truncation import NoteFitter
+from llm4icd_plugins.variant import PreparedVariant
 
 PROMPT_KIND = "verify"
 
@@ -54,29 +58,14 @@ class Item:
 
 
 def read_predictions(path: Path, code_system) -> list[tuple[str, list[str], list[str]]]:
-    """(id, predicted codes, gold) per line, by ``data_tools.evaluation.evaluate``'s reading and parsing rules."""
-    from data_tools.evaluation import evaluate
-
-    counts = evaluate.Counts()
-    try:
-        records = evaluate.read_records(path, code_system, counts)
-        golds, preds = evaluate.parse_records(records, code_system, None, counts)
-    except evaluate.EvaluationError as exc:
-        raise VerifyError(str(exc)) from None
-    return [(r.doc_id, p, g) for r, p, g in zip(records, preds, golds)]
+    """(id, predicted codes, gold) per line: ``records.read_predictions`` (Ŷ re-derived from the response)."""
+    return [(r.id, r.codes, list(r.gold)) for r in records.read_predictions(path, code_system, error=VerifyError)]
 
 
 def read_notes(data_dir: Path, split: str) -> dict[str, str]:
     """The notes of a prepared split by id (``examples/<split>.parquet``)."""
-    import pandas as pd
-
-    path = Path(data_dir) / "examples" / f"{split}.parquet"
-    try:
-        frame = pd.read_parquet(path, columns=["id", "text"])
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types; their text is not reported
-        raise VerifyError(f"{path}: cannot read the prepared {split} split ({type(exc).__name__}). Fix: point --data "
-                          "at a folder written by data_tools.build.prepare and --split at the predicted split") from None
-    return {str(i): t for i, t in zip(frame["id"], frame["text"])}
+    examples = PreparedVariant(data_dir, VerifyError).examples(split)
+    return dict(zip(examples.ids, examples.texts))
 
 
 def plan_items(predictions, code_system, label_space, max_candidates: int | None) -> list[Item]:
@@ -129,8 +118,6 @@ def output_record(item: Item, after: list[str], name: str, code_system, **extra)
 
 def summarize(out: Path) -> dict:
     """Totals over every record of ``out``, micro-F1 before and after included (from gold: evaluation only)."""
-    from llm4icd_plugins.metrics import corpus_metrics
-
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
     golds = [r["gold"] for r in rows]
     keys = ("verified", "unreadable", "over_budget", "notes_changed", "codes_added", "codes_removed",
@@ -149,7 +136,7 @@ def summarize(out: Path) -> dict:
                                                                       / max(len(rows), 1), 2)}
     if rows and any(golds):
         for key, preds in (("before", [r["before"] for r in rows]), ("after", [r["pred"] for r in rows])):
-            metrics = corpus_metrics(golds, preds)  # Edin's label space, as data_tools.evaluation.evaluate scores by default
+            metrics = corpus_metrics(golds, preds)  # Edin's label space, as evaluation scores by default
             summary[f"micro_f1_{key}"] = round(float(metrics["micro_f1"]), 4)
     return summary
 
@@ -158,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_tools.evaluation.verify", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--predictions", required=True, type=Path,
-                   help="predictions JSONL to verify (data_tools.evaluation.infer's output, or any file evaluate reads)")
+                   help="predictions JSONL to verify (data_tools.evaluation.infer's output, or any file evaluate "
+                        "reads)")
     p.add_argument("--data", required=True, type=Path,
                    help="the prepared variant the predictions are for (notes, label space, code system)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="the predicted split")
@@ -188,39 +176,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _budget(args: argparse.Namespace) -> int:
-    from data_tools.evaluation.baselines import default_budget
-
     if args.prompt_budget is not None:
         return args.prompt_budget
-    budget = default_budget(args.data)
+    budget = baselines.default_budget(args.data)
     return min(budget, args.max_model_len - args.max_new_tokens) if args.max_model_len else budget
 
 
 def run(args: argparse.Namespace) -> dict:
     """Verify every prediction not yet in ``--out`` and return the summary over the whole output."""
-    from data_tools.evaluation.baselines import BaselineError, prompt_spec
-    from llm4icd_plugins.codes import load_code_system
-
     if not (args.model / "config.json").is_file():
         raise VerifyError(f"--model {args.model}: no config.json there (a Hugging Face model folder is expected)")
     if args.lora is not None and not (args.lora / "adapter_config.json").is_file():
         raise VerifyError(f"--lora {args.lora}: no adapter_config.json there (a PEFT LoRA adapter folder)")
     if args.max_candidates < 1:
         raise VerifyError(f"--max-candidates {args.max_candidates}: give at least 1")
-    space_path = args.data / "label_space.json"
-    try:
-        space = json.loads(space_path.read_text(encoding="utf-8"))
-        code_system, label_space = load_code_system(space["code_system"]), list(space["codes"])
-        spec = prompt_spec(args.data)
-    except (OSError, ValueError, KeyError, TypeError, BaselineError) as exc:
-        raise VerifyError(f"{space_path}: cannot read the variant's label space ({type(exc).__name__}). Fix: point "
-                          "--data at a folder written by data_tools.build.prepare") from None
+    variant = PreparedVariant(args.data, VerifyError)
+    label_space = list(variant.label_space().codes)
+    code_system, spec = variant.code_system(), variant.prompt_spec()
     if not args.predictions.is_file():
         raise VerifyError(f"--predictions {args.predictions}: no such file")
-    kwargs = infer._training_template_kwargs(args.data) if args.enable_thinking is None else {
+    kwargs = variant.chat_template_kwargs() if args.enable_thinking is None else {
         "enable_thinking": args.enable_thinking}
     budget = _budget(args)
-    files = [args.predictions, args.data / "examples" / f"{args.split}.parquet", space_path]
+    files = [args.predictions, variant.examples_path(args.split), variant.label_space_path]
     decoding = {"max_new_tokens": args.max_new_tokens, "temperature": 0.0, "seed": args.seed, "dtype": args.dtype,
                 "chat_template_kwargs": kwargs, "prompt_budget": budget, "max_candidates": args.max_candidates,
                 "prompt": prompts.verify_messages("NOTE", ["A", "B"], spec)}
@@ -263,12 +241,7 @@ def _engine(args: argparse.Namespace):
 
 def _verify(args, items: list[Item], notes: dict[str, str], spec, budget: int, kwargs: dict, name: str,
             code_system) -> None:
-    from tqdm import tqdm
-    from transformers import AutoTokenizer
-
-    from llm4icd_plugins.truncation import NoteFitter
-
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = infer.load_tokenizer(args.model, args.data)
     fitter = NoteFitter(tokenizer, chat_template_kwargs=kwargs)
     llm = sampling = lora = None
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -286,10 +259,9 @@ def _verify(args, items: list[Item], notes: dict[str, str], spec, budget: int, k
                 llm = _engine(args)
                 sampling = SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens, seed=args.seed)
                 lora = LoRARequest(name, 1, str(args.lora)) if args.lora is not None else None
-            texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True, **kwargs)
-                     for _, m in asked]
+            inputs = infer.prompt_inputs(tokenizer, [m for _, m in asked], kwargs)
             outputs = dict(zip([item.id for item, _ in asked],
-                               llm.generate(texts, sampling, lora_request=lora, use_tqdm=False) if asked else []))
+                               llm.generate(inputs, sampling, lora_request=lora, use_tqdm=False) if asked else []))
             for item, fit in zip(chunk, fitted):
                 output = outputs.get(item.id)
                 if output is None:  # nothing to show, or the list alone over the budget: predictions kept

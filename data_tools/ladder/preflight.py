@@ -202,8 +202,9 @@ def backbone_checks(args, backbone) -> list[Check]:
     datasets = args.dataset or sorted(p.parent.name for p in (args.data_root / backbone.name).glob("*/stats.json"))
     if not datasets:
         checks.append(Check("prepared data", False, f"nothing prepared under {args.data_root / backbone.name}",
-                            f"python -m data_tools.build.prepare {{mimic3,mimic4}} --root RAW_DIR --backbone {backbone.name} "
-                            f"--out {args.data_root / backbone.name} (or name variants with --dataset)"))
+                            f"python -m data_tools.build.prepare {{mimic3,mimic4}} --root RAW_DIR --backbone "
+                            f"{backbone.name} --out {args.data_root / backbone.name} (or name variants with "
+                            "--dataset)"))
     for dataset in datasets:
         data_dir = backbone_check.prepared_dir(backbone.name, dataset, args.data_root)
         name = f"data {dataset}"

@@ -4,7 +4,8 @@
         --predictions runs/phi/round_0/predictions.jsonl --round 1 --out runs/phi/round_1/train.parquet
 
 For every training row, joined on the stable ``extra_info.sample_id`` (never on prompt text), the new
-pool is H = Y \\ Ŷ; each pooled code gets its training frequency and its recall under these
+pool is H = Y \\ Ŷ (Ŷ of each prediction record by ``llm4icd_plugins.records``: re-derived from the raw
+response, the reward's rule); each pooled code gets its training frequency and its recall under these
 predictions (the inputs of the hint priority). The output is the training parquet with a ``phi``
 column (``round``, ``pool``, ``pool_freq``, ``pool_recall``, ``note``), read by
 ``llm4icd_plugins.verl.dataset``; ``note`` is the whole note (from ``--notes``, prepare's
@@ -30,19 +31,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from data_tools.cli import exit_with, run_tool
-from llm4icd_plugins import atomic
+from llm4icd_plugins import atomic, prompts, records
+from llm4icd_plugins.codes import load_code_system
 from llm4icd_plugins.errors import UserError, describe, user_error
 from llm4icd_plugins.hints import code_stats, hint_pools
-from llm4icd_plugins.normalize import canonicalize
-from llm4icd_plugins import parsing
+from llm4icd_plugins.variant import PreparedVariant, read_examples
 
 PHI_TYPE = pa.struct([("round", pa.int64()), ("pool", pa.list_(pa.string())),
                       ("pool_freq", pa.list_(pa.int64())), ("pool_recall", pa.list_(pa.float64())),
                       ("note", pa.string())])
-RECORD_EXAMPLE = '{"id": "104623", "response": "<code>401.9, 486</code>"}  or  {"id": "104623", "pred": ["401.9"]}'
 
 
 class RefreshError(UserError):
@@ -67,7 +66,8 @@ def read_train(path: Path):
                     "pass <variant>/verl/train.parquet written by data_tools.build.prepare") from None
     for column in ("reward_model", "extra_info", "prompt"):
         if column not in table.column_names:
-            raise _fail(path, f"no '{column}' column", "pass <variant>/verl/train.parquet written by data_tools.build.prepare")
+            raise _fail(path, f"no '{column}' column",
+                        "pass <variant>/verl/train.parquet written by data_tools.build.prepare")
     if "phi" in table.column_names:
         table = table.drop(["phi"])
     extra = table.column("extra_info").to_pylist()
@@ -96,64 +96,30 @@ def read_train(path: Path):
     return table, ids, gold, systems.pop()
 
 
-def read_predictions(path: Path) -> dict[str, tuple[int, dict]]:
-    """``id`` → (line, record) for every JSONL line; a bad line is an error naming it."""
-    records: dict[str, tuple[int, dict]] = {}
-    try:
-        handle = open(path, "rb")  # decoded line by line, so a bad byte is reported on its own line
-    except OSError as exc:
-        raise _fail(path, f"cannot open the predictions file ({exc.strerror})", "check --predictions") from None
-    with handle:
-        for line_no, raw in enumerate(tqdm(handle, desc="reading predictions", unit="line", leave=False), start=1):
-            try:
-                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise _fail(path, f"not UTF-8 text ({exc.reason})", "write the predictions as UTF-8 JSONL",
-                            line_no) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _fail(path, f"not a JSON object ({exc.msg})", f"write one object per line, e.g. {RECORD_EXAMPLE}",
-                            line_no) from None
-            except RecursionError:
-                raise _fail(path, "JSON nested too deeply to read", f"write one flat object per line, e.g. "
-                            f"{RECORD_EXAMPLE}", line_no) from None
-            if not isinstance(record, dict) or record.get("id") in (None, ""):
-                raise _fail(path, 'no "id"', f"give every line the sample id, e.g. {RECORD_EXAMPLE}", line_no)
-            if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
-                raise _fail(path, f'"id" is {describe(record["id"])}', "give the sample id as a string or integer",
-                            line_no)
-            key = str(record["id"])
-            if key in records:
-                raise _fail(path, f"the id is also on line {records[key][0]}", "keep one prediction per sample",
-                            line_no)
-            if not isinstance(record.get("pred"), list) and not isinstance(record.get("response"), str):
-                raise _fail(path, 'neither a "pred" list nor a "response" string',
-                            f"write the inference tool's output, e.g. {RECORD_EXAMPLE}", line_no)
-            records[key] = (line_no, record)
-    return records
+def read_predictions(path: Path, system=None, gold: dict[str, Sequence[str]] | None = None
+                     ) -> dict[str, records.PredictionRecord]:
+    """``id`` → prediction record (``records.read_predictions``: Ŷ re-derived from the raw response, rescuing
+    unknown codes against the line's gold, else ``gold[id]``); a bad line is an error naming it."""
+    found = records.read_predictions(path, system, gold=gold, require_gold=False, allow_empty=True,
+                                     error=RefreshError, progress="reading predictions")
+    return found.by_id()
 
 
 def default_notes(train: Path) -> Path | None:
     """Prepare's ``examples/<split>.parquet`` beside ``<variant>/verl/<split>.parquet``, if there."""
     train = Path(train)
-    candidate = train.parent.parent / "examples" / train.name
-    return candidate if train.parent.name == "verl" and candidate.is_file() else None
+    variant = PreparedVariant.containing(train)
+    if variant is None or train.parent.name != "verl" or train.suffix != ".parquet":
+        return None
+    candidate = variant.examples_path(train.stem)
+    return candidate if candidate.is_file() else None
 
 
 def read_notes(path: Path, table, ids: Sequence[str], system_name: str) -> list[str | None]:
     """Per training row, the whole note if its prompt holds a truncated one, else None (from prepare's
     ``examples`` parquet: ``id``, ``text``, ``text_truncated``); checked against the row's prompt."""
-    from llm4icd_plugins import prompts
-
-    try:
-        notes = pq.read_table(path, columns=["id", "text", "text_truncated"]).to_pydict()
-    except (OSError, KeyError, pa.ArrowException) as exc:
-        raise _fail(path, f"cannot read id, text and text_truncated ({type(exc).__name__})",
-                    "pass --notes <variant>/examples/train.parquet written by data_tools.build.prepare") from None
-    by_id = {str(i): (t, tt) for i, t, tt in zip(notes["id"], notes["text"], notes["text_truncated"])}
+    notes = read_examples(path, truncated=True, error=RefreshError)
+    by_id = dict(zip(notes.ids, zip(notes.texts, notes.texts_truncated)))
     tail = "\n\n" + prompts.format_line(prompts.PromptSpec(system_name))
     out: list[str | None] = []
     for row, (sample_id, messages) in enumerate(zip(ids, table.column("prompt").to_pylist()), start=1):
@@ -169,18 +135,9 @@ def read_notes(path: Path, table, ids: Sequence[str], system_name: str) -> list[
     return out
 
 
-def predicted_codes(record: dict, gold: Sequence[str], system) -> set[str]:
-    """Ŷ of one record by the reward's rule (``parsing.predicted_codes``): the raw response is re-parsed when
-    present (a ``pred`` list may already be filtered through the tables, losing retired gold codes)."""
-    answer = record["response"] if isinstance(record.get("response"), str) else record["pred"]
-    return set(parsing.predicted_codes(answer, set(gold), system).codes)
-
-
 def refresh(train: Path, predictions: Path, out: Path, round_index: int, *, overwrite: bool = False,
             notes: Path | None = None) -> dict:
     """Write the round file and its summary; returns the summary. ``notes`` defaults to ``default_notes``."""
-    from llm4icd_plugins.codes import load_code_system
-
     out = Path(out)
     _check_out(out, overwrite)
     if round_index < 0:
@@ -191,28 +148,25 @@ def refresh(train: Path, predictions: Path, out: Path, round_index: int, *, over
               + ", ".join(p.name for p in removed))
     table, ids, raw_gold, system_name = read_train(Path(train))
     system = load_code_system(system_name)
-    gold = [list(dict.fromkeys(system.resolve(c) or c for c in map(canonicalize, g) if c)) for g in raw_gold]
-    records = read_predictions(Path(predictions))
-    missing = [row for row, i in enumerate(ids, start=1) if i not in records]
+    gold = [list(dict.fromkeys(c for c in (records.gold_code(x, system) for x in g) if c)) for g in raw_gold]
+    found = read_predictions(Path(predictions), system, dict(zip(ids, gold)))
+    missing = [row for row, i in enumerate(ids, start=1) if i not in found]
     if missing:
         raise _fail(predictions, f"{len(missing)} of {len(ids)} training samples have no prediction "
                     f"(first: row {missing[0]} of {train})",
                     "run hint-free inference on the whole training split of this variant")
     known = set(ids)
-    extra = sorted(line for key, (line, _) in records.items() if key not in known)
+    extra = sorted(record.line for key, record in found.items() if key not in known)
     if extra:
         raise _fail(predictions, f"{len(extra)} ids are not training samples of {train} (first on line {extra[0]})",
                     "pass predictions on the training split of the same variant")
     preds = []
     for row, (sample_id, g) in enumerate(zip(ids, gold), start=1):
-        line, record = records[sample_id]
-        if isinstance(record.get("gold"), list):
-            strings = (x for x in record["gold"] if isinstance(x, str))
-            theirs = {system.resolve(c) or c for c in map(canonicalize, strings) if c}
-            if theirs != set(g):
-                raise _fail(predictions, f"the gold codes differ from those of row {row} of {train}",
-                            "pass predictions made on the same prepared variant", line)
-        preds.append(predicted_codes(record, g, system))
+        record = found[sample_id]
+        if record.gold is not None and set(record.gold) != set(g):
+            raise _fail(predictions, f"the gold codes differ from those of row {row} of {train}",
+                        "pass predictions made on the same prepared variant", record.line)
+        preds.append(set(record.prediction.codes))
     pools = hint_pools(gold, preds)
     freq, recall = code_stats(gold, preds)
     notes = Path(notes) if notes is not None else default_notes(Path(train))
@@ -291,12 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictions", required=True, type=Path,
                         help='JSONL of hint-free greedy predictions on the training split: one {"id", "pred": [codes]} '
                         'or {"id", "response"} per sample (ids = extra_info.sample_id); an optional "gold" is checked')
-    parser.add_argument("--out", required=True, type=Path, help="round file to write (parquet), e.g. round_1/train.parquet")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="round file to write (parquet), e.g. round_1/train.parquet")
     parser.add_argument("--round", required=True, type=int, dest="round_index",
-                        help="index of the PHI round that will train on this file (1 for pools seeded by the SFT model)")
+                        help="index of the PHI round that will train on this file (1 for pools seeded by the SFT "
+                        "model)")
     parser.add_argument("--notes", type=Path, default=None,
                         help="whole notes for re-fitting hinted prompts: <variant>/examples/train.parquet from "
-                        "data_tools.build.prepare (default: found beside --train when it is <variant>/verl/train.parquet)")
+                        "data_tools.build.prepare (default: found beside --train when it is "
+                        "<variant>/verl/train.parquet)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     return parser
 

@@ -1,7 +1,7 @@
 """Run the PHI rounds (paper Sec. 4.3, App. E), resumably: seed the pools from the SFT model, then per
 round one GRPO epoch, adapter export, hint-free inference on the training split and a pool refresh.
 
-    python -m data_tools.phi.rounds --run-dir runs/phi --train data/prepared/mimic3_full/verl/train.parquet \\
+    python -m data_tools.phi.rounds --out runs/phi --train data/prepared/mimic3_full/verl/train.parquet \\
         --rounds 3 --train-cmd '...' --export-cmd '...' --infer-cmd '...'
 
 The three commands are shell templates (recipes/launch.py phi fills them for verl + vLLM on GPUs) with
@@ -69,7 +69,8 @@ class Rounds:
             raise RoundsError(f"--rounds {rounds}: expected 1 to 20 (the paper runs 3 to 5)")
         for kind, template in commands.items():
             check_template(kind, template)
-        self.run_dir, self.train, self.rounds, self.commands, self.log = Path(run_dir), Path(train), rounds, commands, log
+        self.run_dir, self.train, self.rounds = Path(run_dir), Path(train), rounds
+        self.commands, self.log = commands, log
         if not self.train.is_file():
             raise RoundsError(f"{self.train}: no such training file. Fix: pass <variant>/verl/train.parquet")
 
@@ -87,7 +88,7 @@ class Rounds:
             saved = json.loads(meta.read_text(encoding="utf-8"))
             if saved.get("train_sha256") != digest:
                 raise RoundsError(f"{self.run_dir} was started with another training file ({saved.get('train')}). "
-                                  "Fix: use a new --run-dir, or the same --train")
+                                  "Fix: use a new --out folder, or the same --train")
             return
         _write_json(meta, {"train": str(self.train), "train_sha256": digest})
 
@@ -217,9 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_tools.phi.rounds", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 2)[2])
-    parser.add_argument("--run-dir", required=True, type=Path, help="folder of this PHI run (re-run to resume)")
-    parser.add_argument("--train", required=True, type=Path, help="<variant>/verl/train.parquet from data_tools.build.prepare")
-    parser.add_argument("--rounds", type=int, default=3, help="PHI rounds, one GRPO epoch each (paper: 3 to 5; default 3)")
+    parser.add_argument("--out", "--run-dir", dest="run_dir", required=True, type=Path, metavar="DIR",
+                        help="folder of this PHI run (re-run to resume; --run-dir is the older name)")
+    parser.add_argument("--train", required=True, type=Path,
+                        help="<variant>/verl/train.parquet from data_tools.build.prepare")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="PHI rounds, one GRPO epoch each (paper: 3 to 5; default 3)")
     parser.add_argument("--train-cmd", required=True, help="shell template of one GRPO epoch (see placeholders above)")
     parser.add_argument("--export-cmd", required=True, help="shell template exporting a checkpoint's LoRA adapter")
     parser.add_argument("--infer-cmd", required=True,

@@ -148,89 +148,93 @@ class _CPUDeviceModule(ModuleType):
 DEVICE_MODULE = _CPUDeviceModule()
 
 
+class _PlatformCPUMethods:
+    """The methods of ``PlatformCPU``, apart from verl's base class so that this module imports without verl."""
+
+    @property
+    def device_name(self) -> str:
+        return "cpu"
+
+    @property
+    def vendor_name(self) -> str:
+        return "cpu"
+
+    @property
+    def device_module(self) -> ModuleType:
+        return DEVICE_MODULE
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_platform_available(self, use_smi_check: bool = False) -> bool:
+        return requested()
+
+    def current_device(self) -> str:  # a device for tensor.to(...), not an index
+        return "cpu"
+
+    def device_count(self) -> int:
+        return 1
+
+    def set_device(self, device_index: int) -> None:
+        return None
+
+    def synchronize(self, device_index: int | None = None) -> None:
+        return None
+
+    def manual_seed(self, seed: int) -> None:
+        import torch
+
+        torch.manual_seed(seed)
+
+    def manual_seed_all(self, seed: int) -> None:
+        self.manual_seed(seed)
+
+    def set_allocator_settings(self, settings: str) -> None:
+        return None
+
+    def empty_cache(self) -> None:
+        return None
+
+    def get_device_capability(self, device_index: int = 0) -> tuple[None, None]:
+        return None, None
+
+    def communication_backend_name(self) -> str:
+        return "gloo"
+
+    def visible_devices_envvar(self) -> str:
+        # Ray still hands each worker one (fake) GPU slot and sets this variable; nothing reads it on a CPU.
+        return "CUDA_VISIBLE_DEVICES"
+
+    @contextmanager
+    def nvtx_range(self, msg: str):
+        yield
+
+    def profiler_start(self) -> None:
+        return None
+
+    def profiler_stop(self) -> None:
+        return None
+
+    def ray_resource_name(self) -> str:
+        # verl's resource-pool check counts "GPU" slots only, so a CPU run declares num_gpus=1 to Ray.
+        return "GPU"
+
+    def ray_noset_envvars(self) -> list[str]:
+        return ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"]
+
+    def is_ipc_supported(self) -> bool:
+        return False  # actor→vLLM weights go through shared memory instead of CUDA IPC
+
+    def cudart(self) -> None:
+        return None
+
+
 def _platform_class():
     """Build the ``PlatformBase`` subclass lazily: verl is imported only when a CPU run needs it."""
     from verl.plugin.platform.platform_base import PlatformBase
 
-    class PlatformCPU(PlatformBase):
+    class PlatformCPU(_PlatformCPUMethods, PlatformBase):
         """verl on the host CPU: gloo collectives, one "device" per Ray worker, shared-memory weight sync."""
-
-        @property
-        def device_name(self) -> str:
-            return "cpu"
-
-        @property
-        def vendor_name(self) -> str:
-            return "cpu"
-
-        @property
-        def device_module(self) -> ModuleType:
-            return DEVICE_MODULE
-
-        def is_available(self) -> bool:
-            return True
-
-        def is_platform_available(self, use_smi_check: bool = False) -> bool:
-            return requested()
-
-        def current_device(self) -> str:  # a device for tensor.to(...), not an index
-            return "cpu"
-
-        def device_count(self) -> int:
-            return 1
-
-        def set_device(self, device_index: int) -> None:
-            return None
-
-        def synchronize(self, device_index: int | None = None) -> None:
-            return None
-
-        def manual_seed(self, seed: int) -> None:
-            import torch
-
-            torch.manual_seed(seed)
-
-        def manual_seed_all(self, seed: int) -> None:
-            self.manual_seed(seed)
-
-        def set_allocator_settings(self, settings: str) -> None:
-            return None
-
-        def empty_cache(self) -> None:
-            return None
-
-        def get_device_capability(self, device_index: int = 0) -> tuple[None, None]:
-            return None, None
-
-        def communication_backend_name(self) -> str:
-            return "gloo"
-
-        def visible_devices_envvar(self) -> str:
-            # Ray still hands each worker one (fake) GPU slot and sets this variable; nothing reads it on a CPU.
-            return "CUDA_VISIBLE_DEVICES"
-
-        @contextmanager
-        def nvtx_range(self, msg: str):
-            yield
-
-        def profiler_start(self) -> None:
-            return None
-
-        def profiler_stop(self) -> None:
-            return None
-
-        def ray_resource_name(self) -> str:
-            # verl's resource-pool check counts "GPU" slots only, so a CPU run declares num_gpus=1 to Ray.
-            return "GPU"
-
-        def ray_noset_envvars(self) -> list[str]:
-            return ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"]
-
-        def is_ipc_supported(self) -> bool:
-            return False  # actor→vLLM weights go through shared memory instead of CUDA IPC
-
-        def cudart(self) -> None:
-            return None
 
     return PlatformCPU
 

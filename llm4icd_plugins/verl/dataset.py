@@ -17,6 +17,11 @@ App. E block inserted before the output-format line; when that exceeds ``data.ma
 truncation of ``llm4icd_plugins.truncation``, so every drawn hint stays. Hints are dropped (last drawn
 first) only when not even an empty note leaves room for them. Without a ``phi`` column (plain GRPO)
 rows pass through unchanged.
+
+``+data.phi_hint_style`` picks what a draw inserts (the controls of a PHI ablation): ``paper`` (default, App. E),
+``no_example`` (the block without its mini example, whose codes are frequent gold codes) or ``neutral`` (filler
+text of the paper block's token length that names no code: same position and length, nothing to copy; such
+rows carry ``phi_hints=[]``, as no code was shown).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from verl.utils.dataset.rl_dataset import RLHFDataset
 
 from llm4icd_plugins import prompts
 from llm4icd_plugins.hints import HintConfig, HintSampler, draw_rng
-from llm4icd_plugins.truncation import NoteFitter
+from llm4icd_plugins.truncation import NoteFitter, count_prompt_tokens
 
 __all__ = ["PHIDataset", "PHI_COLUMN", "insert_hint_block", "split_prompt"]
 
@@ -57,9 +62,9 @@ def insert_hint_block(content: str, hints, code_system: str, *, max_description_
     return _hinted(head, note, tail, _block(hints, code_system, max_description_chars))
 
 
-def _block(hints, code_system: str, max_description_chars: int) -> str:
+def _block(hints, code_system: str, max_description_chars: int, example: bool = True) -> str:
     return prompts.render_hint_block([h[0] for h in hints], [h[1] for h in hints], code_system,
-                                     max_description_chars=max_description_chars)
+                                     max_description_chars=max_description_chars, example=example)
 
 
 def _hinted(head: str, note: str, tail: str, block: str) -> str:
@@ -78,6 +83,7 @@ class PHIDataset(RLHFDataset):
         self._draws: Counter = Counter()
         self._descriptions: dict[tuple[str, str], str | None] = {}
         self._fitter: NoteFitter | None = None  # built on first use, in each data-loader worker
+        self._neutral_blocks: dict[int, str] = {}  # token count of a paper block -> neutral block of that length
         super().__init__(data_files, tokenizer, config, processor=processor, max_samples=max_samples)
 
     # Runs at construction and again on verl's resume_dataset_state, so filtering is never lost.
@@ -149,14 +155,41 @@ class PHIDataset(RLHFDataset):
         state["_fitter"] = None  # holds a tokenizer copy; rebuilt where it is used
         return state
 
+    def template_kwargs(self) -> dict:
+        """verl's ``apply_chat_template_kwargs`` without the arguments the token count sets itself."""
+        return {k: v for k, v in dict(self.apply_chat_template_kwargs or {}).items()
+                if k not in ("tokenize", "return_dict", "return_tensors", "add_generation_prompt", "conversation")}
+
     def fitter(self) -> NoteFitter:
-        """The note re-fit and prompt-token count of ``llm4icd_plugins.truncation``, set up like verl's count."""
+        """The note re-fit of ``llm4icd_plugins.truncation``, with the chat-template arguments of verl's count."""
         if self._fitter is None:
-            kwargs = {k: v for k, v in dict(self.apply_chat_template_kwargs or {}).items()
-                      if k not in ("tokenize", "return_dict", "return_tensors", "add_generation_prompt",
-                                   "conversation")}
-            self._fitter = NoteFitter(self.tokenizer, chat_template_kwargs=kwargs)
+            self._fitter = NoteFitter(self.tokenizer, chat_template_kwargs=self.template_kwargs())
         return self._fitter
+
+    def _n_tokens(self, block: str) -> int:
+        """Tokens of ``block`` between the blank lines that surround it in a prompt (so boundary merges count)."""
+        return len(self.tokenizer("\n\n" + block + "\n\n", add_special_tokens=False)["input_ids"])
+
+    def hint_block(self, codes, code_system: str) -> str:
+        """The block a draw of ``codes`` inserts, in the style of ``data.phi_hint_style``."""
+        style = self.hint_config.hint_style
+        paper = _block([(c, self._description(code_system, c)) for c in codes], code_system,
+                       self.hint_config.description_chars, example=style != "no_example")
+        if style != "neutral":
+            return paper
+        target = self._n_tokens(paper)
+        if target not in self._neutral_blocks:
+            lo, hi = 0, target  # the most filler words whose block is at most ``target`` tokens (a word >= 1 token)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self._n_tokens(prompts.neutral_block(mid)) <= target:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            under, over = prompts.neutral_block(lo), prompts.neutral_block(lo + 1)
+            closer = over if self._n_tokens(over) - target < target - self._n_tokens(under) else under
+            self._neutral_blocks[target] = closer
+        return self._neutral_blocks[target]
 
     def hinted_messages(self, messages: list[dict], hints, code_system: str, sample_id,
                         note: str | None = None) -> tuple[list[dict], tuple]:
@@ -178,8 +211,7 @@ class PHIDataset(RLHFDataset):
         fitter = self.fitter()
         hints = tuple(hints)
         while hints:
-            block = _block([(c, self._description(code_system, c)) for c in hints], code_system,
-                           self.hint_config.description_chars)
+            block = self.hint_block(hints, code_system)
 
             def build(text: str) -> list[dict]:
                 candidate = copy.deepcopy(messages)
@@ -190,8 +222,8 @@ class PHIDataset(RLHFDataset):
             if fitted is not None:
                 # Hints never show more of the note than the prompt did: a re-fit longer than the prompt's
                 # (truncated) note means that note fits with the block (prepare cut it for a tighter budget).
-                if whole != shown and len(fitted.text) >= len(shown) and \
-                        fitter.count(build(shown)) <= self.max_prompt_length:
+                if whole != shown and len(fitted.text) >= len(shown) and count_prompt_tokens(
+                        self.tokenizer, build(shown), **self.template_kwargs()) <= self.max_prompt_length:
                     return build(shown), hints
                 if fitted.truncated:
                     self.hint_stats["notes_refitted"] += 1
@@ -216,6 +248,8 @@ class PHIDataset(RLHFDataset):
                 row["raw_prompt"] = messages
                 row[self.prompt_key] = copy.deepcopy(messages)
                 self.hint_stats["rows_hinted" if hints else "rows_unhinted_over_budget"] += 1
+                if self.hint_config.hint_style == "neutral":
+                    hints = ()  # the block names no code: none was shown, every pool code stays recoverable
         # phi_pool and phi_hints: what reward.recovery_bonus needs to reward unhinted pool codes (codes only)
         pool = list(phi["pool"] or []) if phi is not None and extra.get("split") == "train" else []
         row["extra_info"] = dict(extra, phi_hints=list(hints), phi_pool=pool)

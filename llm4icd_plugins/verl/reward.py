@@ -9,6 +9,9 @@ Use it from any verl 0.9.x project::
 A thin adapter over ``scoring.score_answer`` (pure, no torch or verl). Bad options raise ``ValueError``
 at the first call; a bad gold value raises ``scoring.GoldError`` naming the row; nothing a model
 writes can make it raise.
+
+Every key beside ``score`` reaches verl as ``reward_extra_info``. verl 0.9.1 logs these keys for validation
+(``val-aux/<data_source>/<key>/mean@1``, at every ``trainer.test_freq``), not as training-step metrics.
 """
 
 from __future__ import annotations
@@ -18,15 +21,20 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from llm4icd_plugins.parsing import parse_response
 from llm4icd_plugins.scoring import REWARD_KEYS, GoldError, gold_set, make_config, recoverable_codes, score_answer
 
-__all__ = ["REWARD_KEYS", "GoldError", "OPTIONS", "compute_score", "gold_codes"]
+__all__ = ["ANSWER_KEYS", "REWARD_KEYS", "GoldError", "OPTIONS", "answer_stats_of", "compute_score", "gold_codes"]
 
 OPTIONS = ("beta", "code_weights", "format_weight", "label_space", "code_system", "unknown_penalty", "partial_credit",
-           "recovery_bonus")
+           "recovery_bonus", "answer_stats")
 """The reward's options (``reward_kwargs``)."""
 _VERL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
 """Passed by verl 0.9.1's reward loop when a reward model router is configured; unused here."""
+ANSWER_KEYS = ("answer/n_codes", "answer/duplicates", "answer/closed")
+"""Answer diagnostics added by ``answer_stats=true``: codes written in the read span (every non-blank token,
+duplicates and invalid ones included), tokens repeating an earlier code of it, and 1.0 if a closed
+``<code>…</code>`` span was found (else 0.0)."""
 
 # One-entry caches for the calls of a batch, each a tuple swapped in whole: verl's reward loop calls from a
 # thread pool, so a reader takes one consistent snapshot. The rollouts of a prompt share its extra_info and gold.
@@ -48,6 +56,13 @@ def _reject(unknown: Mapping[str, Any]) -> ValueError:
         close = difflib.get_close_matches(name, OPTIONS, n=1, cutoff=0.5)
         names.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return ValueError(f"reward: unknown reward_kwargs {', '.join(names)}; the options are {', '.join(OPTIONS)}")
+
+
+def answer_stats_of(solution_str: Any, code_system: Any = None, label_space: Any = None) -> dict[str, float]:
+    """``ANSWER_KEYS`` of one response, parsed as the reward parses it; never raises."""
+    parsed = parse_response(solution_str, code_system, label_space)
+    return {"answer/n_codes": parsed.n_tokens + 0.0, "answer/duplicates": parsed.n_duplicates + 0.0,
+            "answer/closed": 1.0 if parsed.has_span else 0.0}
 
 
 def _label_space_file(extra_info: Mapping) -> str | None:
@@ -75,6 +90,7 @@ def compute_score(
     unknown_penalty: float = 0.0,
     partial_credit: float = 0.0,
     recovery_bonus: float = 0.0,
+    answer_stats: bool = False,
     **verl_kwargs: Any,
 ) -> dict[str, float]:
     """Score one response against its gold codes; returns a dict with ``score`` and ``REWARD_KEYS``.
@@ -98,11 +114,15 @@ def compute_score(
     - ``recovery_bonus`` b in [0, 1]: PHI rows (``extra_info.phi_pool``, ``phi_hints`` from ``PHIDataset``) get
       ``+ b · recovered / |pool ∩ gold − hinted|`` for the pool codes in Ŷ that the prompt did not hint; not
       capped, so the score lies in [0, 1 + b] (less any ``unknown_penalty``). Rows without a pool: no bonus.
+    - ``answer_stats`` (true/false, default false): also return ``ANSWER_KEYS`` (codes written, duplicated codes,
+      closed span) for the logs; the score is unchanged.
 
     Any other keyword raises ``ValueError`` naming the closest option.
     """
     if verl_kwargs and not _VERL_KWARGS.issuperset(verl_kwargs):
         raise _reject({k: v for k, v in verl_kwargs.items() if k not in _VERL_KWARGS})
+    if answer_stats is not False and answer_stats is not True:
+        raise ValueError(f"reward answer_stats={answer_stats!r}: use true or false")
     global _last_row, _last_config, _last_gold, _last_pool
     row = None
     if type(extra_info) is dict or isinstance(extra_info, Mapping):
@@ -145,4 +165,7 @@ def compute_score(
         else:
             recoverable = recoverable_codes(row[3], row[4], gold, config.code_system, extra_info)
             _last_pool = (extra_info, gold, config.code_system, recoverable)
-    return score_answer(solution_str, gold, config, recoverable)
+    result = score_answer(solution_str, gold, config, recoverable)
+    if answer_stats:
+        result.update(answer_stats_of(solution_str, config.code_system, config.label_space))
+    return result

@@ -18,6 +18,9 @@ from data_tools.build import backbone_check
 from data_tools.build import prepare
 from llm4icd_plugins.backbones import list_backbones, load_backbone
 
+# shipped backbones with their own chat_template -> the family of their model's real (replaced) template
+OWN_TEMPLATE_FAMILY = {"llama3.1-8b-instruct": "llama3.1"}
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SFT_ENV = Path(os.environ.get("LLM4ICD_SFT_ENV") or REPO_ROOT / ".venvs" / "sft")
 needs_sft_env = pytest.mark.skipif(not (SFT_ENV / "bin" / "llamafactory-cli").is_file(),
@@ -61,12 +64,25 @@ def test_every_shipped_backbone_passes(family_tokenizers):
     assert any(b.template == "llama3" for b in backbones)
     for b in backbones:
         assert b.template in FAMILY_OF_TEMPLATE, f"add a stand-in tokenizer family for template {b.template}"
+    assert OWN_TEMPLATE_FAMILY.keys() == {b.name for b in backbones if b.chat_template}
     summaries = backbone_check.check_templates(
-        [(b, family_tokenizers[FAMILY_OF_TEMPLATE[b.template]]) for b in backbones])
+        [(b, family_tokenizers[OWN_TEMPLATE_FAMILY.get(b.name) or FAMILY_OF_TEMPLATE[b.template]]) for b in backbones])
     assert [s["backbone"] for s in summaries] == [b.name for b in backbones]
     for summary in summaries:
         assert summary["conversations"] == len(backbone_check.sample_conversations()) >= 3
         assert min(summary["prompt_tokens"]) > 100
+
+
+@needs_sft_env
+def test_a_chat_template_override_passes_where_the_models_own_fails(family_tokenizers):
+    """Llama-3.1's tokenizer (dated template): refused as it is, passed with the backbone's chat_template."""
+    backbone = load_backbone("llama3.1-8b-instruct")
+    tokenizer = family_tokenizers["llama3.1"]
+    with pytest.raises(backbone_check.BackboneCheckError, match="reads today's date"):
+        backbone_check.check_template(dataclasses.replace(backbone, chat_template=None), tokenizer)
+    summary = backbone_check.check_template(backbone, tokenizer)
+    assert summary["backbone"] == backbone.name and summary["conversations"] >= 3
+    assert backbone_check.load_tokenizer(backbone, tokenizer).chat_template == backbone.chat_template
 
 
 @needs_sft_env
@@ -101,14 +117,14 @@ def test_a_dated_llama_template_is_refused(family, family_tokenizers):
 def test_export_template_makes_a_dated_llama_pass(family_tokenizers, tmp_path, capsys):
     """The fix the error names: LlamaFactory's llama3 format as the backbone's chat template."""
     tok = family_tokenizers["llama3.1"]
-    jinja = tmp_path / "llama3.jinja"
-    args = ["export-template", "--backbone", "llama3-8b-instruct", "--tokenizer", str(tok), "--out", str(jinja)]
+    path = tmp_path / "llama31-fixed.yaml"
+    args = ["export-template", "--backbone", "llama3-8b-instruct", "--model", str(tok), "--out", str(path)]
     assert backbone_check.main(args) == 0
     assert backbone_check.main(args) == 2 and "--overwrite" in capsys.readouterr().err
-    spec = dataclasses.asdict(load_backbone("llama3-8b-instruct"))
-    spec.update(name="llama31-fixed", model=str(tok), chat_template=str(jinja))
-    path = tmp_path / "llama31-fixed.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    written = load_backbone(path)  # a complete backbone: the source's settings, its name, model and template
+    assert (written.name, written.model, written.template) == ("llama31-fixed", str(tok), "llama3")
+    assert written.actor_tokens_per_gpu == load_backbone("llama3-8b-instruct").actor_tokens_per_gpu
+    assert yaml.safe_load(path.read_text())["chat_template"] == written.chat_template
     assert backbone_check.main(["template", "--backbone", str(path)]) == 0
     assert "template check passed" in capsys.readouterr().out
     text = backbone_check.load_tokenizer(load_backbone(path)).apply_chat_template(
@@ -119,7 +135,8 @@ def test_export_template_makes_a_dated_llama_pass(family_tokenizers, tmp_path, c
 def test_cli_errors_follow_the_convention(capsys):
     assert backbone_check.main(["template", "--backbone", "no-such-backbone"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m data_tools.build.backbone_check: error:") and "known:" in err and "Traceback" not in err
+    assert err.startswith("python -m data_tools.build.backbone_check: error:") and "known:" in err
+    assert "Traceback" not in err
 
 
 # --- prepared data keyed by backbone -------------------------------------------------------------------------
@@ -160,6 +177,9 @@ def test_prepare_records_the_backbone_and_data_check_passes(side_by_side, capsys
         stats = json.loads((root / name / "mimic3_full" / "stats.json").read_text())["tokens"]
         assert stats["backbone"] == name and stats["tokenizer_fingerprint"].startswith("sha256:")
         assert stats["chat_template_kwargs"] == load_backbone(path).chat_template_kwargs
+        # the template the prompts were fitted with, for inference to render them the same way
+        tokenizer = backbone_check.load_tokenizer(load_backbone(path))
+        assert stats["chat_template"] == tokenizer.chat_template and "{%" in stats["chat_template"]
         assert backbone_check.main(["data", "--backbone", str(path), "--data", str(root / name / "mimic3_full"),
                                     "--max-prompt-length", "1024", "--cutoff-len", "1100"]) == 0
     assert capsys.readouterr().out.count("data check passed") == 2
@@ -191,12 +211,10 @@ def test_a_different_budget_is_refused(side_by_side):
 
 
 @needs_sft_env
-def test_a_changed_chat_template_is_refused(side_by_side, tmp_path):
-    """Same vocabulary, another chat template (e.g. a chat_template file added later): the fingerprint differs."""
+def test_a_changed_chat_template_is_refused(side_by_side):
+    """Same vocabulary, another chat template (e.g. a chat_template added later): the fingerprint differs."""
     spec = yaml.safe_load(side_by_side["backbones"]["bb-qwen3"].read_text())
-    jinja = tmp_path / "t.jinja"
-    jinja.write_text(QWEN3_2507_CHAT_TEMPLATE)
-    spec["chat_template"] = str(jinja)
+    spec["chat_template"] = QWEN3_2507_CHAT_TEMPLATE
     with pytest.raises(backbone_check.BackboneCheckError, match="another tokenizer or chat template"):
         backbone_check.check_data(backbone_check.Backbone(**spec), side_by_side["root"] / "bb-qwen3" / "mimic3_full")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.build import prepare
+from data_tools.build import prepare, staging
 from data_tools.build.synth import generate_mimic3
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def _check_after_interruption(setup, out: Path) -> None:
     visible = {s for s in state.values() if s != "missing"}
     assert len(visible) <= 1, f"a mixed pair: {state}"
     if "missing" in state.values():  # only while a complete new pair waits in a marked staging folder
-        staged = [p for p in out.parent.glob(f".{out.name}.tmp-*") if (p / prepare.COMMIT_MARK).is_file()]
+        staged = [p for p in out.parent.glob(f".{out.name}.tmp-*") if (p / staging.COMMIT_MARK).is_file()]
         assert staged, f"a variant vanished: {state}"
 
 

@@ -525,7 +525,7 @@ def test_qwen3_no_thinking_budget_counts_the_empty_think_block(small_raw, tiny_t
     assert longest >= 0.9 * cutoff  # the budget is used, not just respected
 
 
-# --- verl reads what prepare writes (LlamaFactory: tests/integration/test_sft_llamafactory.py, in its own environment) ---
+# --- verl reads what prepare writes (LlamaFactory: tests/integration/test_sft_llamafactory.py, its own env) ---
 
 @pytest.fixture(scope="module")
 def truncated_top50(small_raw, tiny_tokenizer_dir, tmp_path_factory):

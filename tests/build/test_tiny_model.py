@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from data_tools.build import tiny_model
-from llm4icd_plugins.errors import UserError
+from data_tools.build import tiny_model  # noqa: E402
+from llm4icd_plugins.errors import UserError  # noqa: E402
 
 VLLM_CPU_HEAD_DIMS = {32, 64, 80, 96, 112, 128, 160, 192, 224, 256}
 DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -191,3 +191,20 @@ def test_pretraining_lowers_the_loss_and_repeats(tiny_texts, tiny_tokenizer_dir)
     assert run() == losses
     with pytest.raises(ValueError, match="more than"):
         tiny_model.pretrain(None, tok, ["short"], steps=1, seq_len=64)
+
+
+def test_train_tokenizer_refuses_an_existing_output(tmp_path, tiny_texts):
+    out = tmp_path / "tok"
+    out.mkdir()  # an empty folder (a fresh temporary one) is used as is
+    tiny_model.train_tokenizer(tiny_texts, out, vocab_size=600)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "tokenizer.json" in before and oct(out.stat().st_mode & 0o777) == "0o755"
+    with pytest.raises(UserError, match="--overwrite"):
+        tiny_model.train_tokenizer(tiny_texts[:5], out, vocab_size=520)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a folder"):
+        tiny_model.train_tokenizer(tiny_texts, tmp_path / "file", overwrite=True)
+    tok = tiny_model.train_tokenizer(tiny_texts[:5], out, vocab_size=520, overwrite=True)
+    assert (out / "tokenizer.json").read_bytes() != before["tokenizer.json"] and len(tok) <= 520 + 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "tok"]  # no temporary left beside it

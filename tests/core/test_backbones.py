@@ -15,7 +15,10 @@ SHIPPED = {
     "qwen3-4b": ("Qwen/Qwen3-4B", "qwen3", {"enable_thinking": False}),
     "qwen3-4b-instruct-2507": ("Qwen/Qwen3-4B-Instruct-2507", "qwen3_nothink", {}),
     "llama3-8b-instruct": ("meta-llama/Meta-Llama-3-8B-Instruct", "llama3", {}),
+    "llama3.1-8b-instruct": ("meta-llama/Llama-3.1-8B-Instruct", "llama3", {}),
 }
+# Llama-3.1's own chat template adds a dated system block that LlamaFactory's llama3 has not: it needs its own
+OWN_CHAT_TEMPLATE = {"llama3.1-8b-instruct"}
 COMPLETE = ("name: {name}\nmodel: org/model\ntemplate: qwen\nchat_template: null\nchat_template_kwargs: {{}}\n"
             "tensor_parallel_size: 1\nactor_tokens_per_gpu: 8192\nlog_prob_tokens_per_gpu: 8192\n"
             "gpu_memory_utilization: 0.5\n")
@@ -26,13 +29,23 @@ def test_shipped_backbones(name):
     model, template, kwargs = SHIPPED[name]
     b = load_backbone(name)
     assert (b.name, b.model, b.template, b.chat_template_kwargs) == (name, model, template, kwargs)
-    assert b.chat_template is None and b.tensor_parallel_size >= 1 and 0 < b.gpu_memory_utilization <= 1
+    assert (b.chat_template is not None) is (name in OWN_CHAT_TEMPLATE)
+    assert b.tensor_parallel_size >= 1 and 0 < b.gpu_memory_utilization <= 1
     assert b.log_prob_tokens_per_gpu >= b.actor_tokens_per_gpu >= 4096
 
 
 def test_registry_lists_the_shipped_and_the_tiny_backbone():
     assert set(list_backbones()) == set(SHIPPED) | {"tiny"}
     assert DEFAULT_BACKBONE in SHIPPED and BACKBONE_DIR.name == "models"
+
+
+def test_llama31_template_is_llamafactorys_llama3_format_without_a_date():
+    """The Jinja is read as text (a YAML block, what Hydra hands to verl): Llama-3 headers, no dated system block."""
+    text = load_backbone("llama3.1-8b-instruct").chat_template
+    assert text.lstrip().startswith("{{- '<|begin_of_text|>' -}}") and "<|start_header_id|>" in text
+    assert "add_generation_prompt" in text and "<|eot_id|>" in text
+    for dated in ("Today Date", "Cutting Knowledge", "strftime_now", "date_string"):
+        assert dated not in text
 
 
 def test_enable_thinking_is_none_without_the_switch():
@@ -72,6 +85,10 @@ def test_a_new_yaml_is_a_new_backbone(tmp_path, monkeypatch):
      "'actor_tokens_per_gpu' is below 1", "positive integer"),
     (COMPLETE.format(name="bad").replace("gpu_memory_utilization: 0.5", "gpu_memory_utilization: 1.5"),
      "outside (0, 1]", "fraction"),
+    (COMPLETE.format(name="bad").replace("chat_template: null", "chat_template: templates/llama3.jinja"),
+     "'chat_template' holds no Jinja", "paste the Jinja text as a YAML block"),
+    (COMPLETE.format(name="bad").replace("chat_template: null", "chat_template: \"{{ '${x}' }}\""),
+     "contains '${'", "without '${'"),
 ])
 def test_bad_yaml_names_the_file_and_the_fix(tmp_path, text, problem, fix):
     if text is not None:

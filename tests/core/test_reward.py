@@ -1,5 +1,5 @@
-"""The verl reward: pure behaviour (always runs), the gold side, options, a fuzz property, and verl 0.9.1's own
-loader and reward manager (skipped without verl)."""
+"""The verl reward adapter without verl: hand-computed scores, the gold side, options and a fuzz property
+(verl 0.9.1's own loader and reward manager: tests/verl_glue/test_reward_verl.py)."""
 
 from __future__ import annotations
 
@@ -121,7 +121,9 @@ def test_batch_micro_f1_is_recoverable_from_logged_means():
         gold = list(rng.choice(vocab, size=rng.integers(1, 8), replace=False))
         pred = list(rng.choice(vocab, size=rng.integers(0, 8), replace=False))
         results.append(score("<code>" + ", ".join(pred) + "</code>", gold=gold))
-        tp += len(set(pred) & set(gold)); fp += len(set(pred) - set(gold)); fn += len(set(gold) - set(pred))
+        tp += len(set(pred) & set(gold))
+        fp += len(set(pred) - set(gold))
+        fn += len(set(gold) - set(pred))
     mean = {k: np.mean([r[k] for r in results]) for k in REWARD_KEYS}
     assert 2 * mean["tp"] / (2 * mean["tp"] + mean["fp"] + mean["fn"]) == pytest.approx(2 * tp / (2 * tp + fp + fn))
 
@@ -285,86 +287,3 @@ def test_fuzz_never_raises_on_model_output_and_counts_add_up(answer, gold, extra
     assert r["f1"] == pytest.approx(2 * r["tp"] / denom if denom else 0.0)
     if not isinstance(answer, str) or "</code>" not in answer:
         assert r["tp"] == r["fp"] == 0 and r["format_ok"] == 0.0
-
-# --- through verl 0.9.1 -----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def verl():
-    return pytest.importorskip("verl", reason="verl lives in the rl environment (bash env/setup.sh rl)")
-
-
-def _verl_config(*overrides):
-    import os
-
-    import verl
-    from hydra import compose, initialize_config_dir
-
-    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        return compose(config_name="ppo_trainer", overrides=[
-            "reward.custom_reward_function.path=pkg://llm4icd_plugins.verl.reward",
-            "reward.custom_reward_function.name=compute_score",
-            *overrides,
-        ])
-
-
-def test_verl_loads_the_reward_through_pkg_path(verl):
-    from verl.trainer.ppo.reward import get_custom_reward_fn
-
-    fn = get_custom_reward_fn(_verl_config("+reward.custom_reward_function.reward_kwargs.beta=2.0"))
-    text = "<code>401.9, 428.0, 250.00, 272.4, 285.9, 530.81</code>"
-    p, r = 2 / 6, 2 / 4  # by hand: tp 2, fp 4, fn 2
-    out = fn(data_source="d", solution_str=text, ground_truth=GOLD, extra_info={})
-    assert out["score"] == pytest.approx(5 * p * r / (4 * p + r)) and out["f1"] == pytest.approx(2 * p * r / (p + r))
-
-
-def test_verl_passes_a_misspelled_option_and_the_first_call_names_the_right_one(verl):
-    from verl.trainer.ppo.reward import get_custom_reward_fn
-
-    fn = get_custom_reward_fn(_verl_config("+reward.custom_reward_function.reward_kwargs.bta=2.0"))
-    with pytest.raises(ValueError, match="'bta' \\(did you mean 'beta'\\?\\)"):
-        fn(data_source="d", solution_str="<code>401.9</code>", ground_truth=GOLD, extra_info={})
-
-
-def _data_proto(tokenizer, responses, golds):
-    import torch
-    from verl import DataProto
-
-    prompt = tokenizer("code this note", return_tensors="pt")["input_ids"][0]
-    ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in responses]
-    width = max(len(i) for i in ids)
-    resp = torch.full((len(ids), width), tokenizer.pad_token_id or 0, dtype=torch.long)
-    mask = torch.zeros((len(ids), len(prompt) + width), dtype=torch.long)
-    mask[:, : len(prompt)] = 1
-    for row, seq in enumerate(ids):
-        resp[row, : len(seq)] = torch.tensor(seq)
-        mask[row, len(prompt): len(prompt) + len(seq)] = 1
-    return DataProto.from_dict(
-        tensors={"prompts": prompt.repeat(len(ids), 1), "responses": resp, "attention_mask": mask},
-        non_tensors={
-            "data_source": np.array(["llm4icd/mimic3_full"] * len(ids), dtype=object),
-            "reward_model": np.array([{"style": "rule", "ground_truth": np.array(g, dtype=object)} for g in golds]),
-            "extra_info": np.array([{"index": i, "code_system": "icd9"} for i in range(len(ids))], dtype=object),
-        },
-    )
-
-
-def test_verl_reward_manager_runs_the_reward(verl, tiny_tokenizer_dir):
-    from transformers import AutoTokenizer
-    from verl.trainer.ppo.reward import load_reward_manager
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    manager = load_reward_manager(_verl_config(), tokenizer)
-    assert type(manager).__name__ == "NaiveRewardManager"
-    responses = ["<code>401.9, 428.0, 96.04, 584.9</code>", "<code>401.9, 250.00</code>", "no codes here",
-                 "<code>401.9, 4280, 000.0, 96.04</code>"]
-    # By hand against GOLD (4 codes): all; tp 1 fp 1 fn 3; no span; 4280 resolves through the row's
-    # code system (icd9 in extra_info), the invented 000.0 is dropped: tp 3, fp 0, fn 1.
-    expected = [1.0, 2 / (2 + 1 + 3), 0.0, 6 / (6 + 1)]
-    batch = _data_proto(tokenizer, responses, [GOLD] * len(responses))
-    for i, want in enumerate(expected):
-        out = manager.loop.run_until_complete(manager.run_single(batch[i: i + 1]))
-        assert out["reward_score"] == pytest.approx(want)
-        assert set(out["reward_extra_info"]) == set(REWARD_KEYS)
-    first = manager.loop.run_until_complete(manager.run_single(batch[0:1]))
-    assert first["reward_score"] == 1.0

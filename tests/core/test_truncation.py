@@ -11,7 +11,8 @@ pytest.importorskip("transformers")
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llm4icd_plugins.truncation import TruncationResult, find_sections, truncate_for_budget
+from llm4icd_plugins.truncation import (NoteFitter, TruncationResult, count_prompt_tokens, count_prompt_tokens_batch,
+                                        find_sections, truncate_for_budget)
 
 MARKER = "[...]"
 INSTRUCTION = "You are a clinical coder. Read the discharge summary and assign ICD-9 codes.\n\nNote:\n"
@@ -275,6 +276,50 @@ def test_prompt_shape_that_varies_per_note(tok):
     for note, res in zip(notes, results):
         assert res.tokens_before == prompt_tokens(tok, note, hinted)
         assert res.tokens_after == prompt_tokens(tok, res.text, hinted) <= 300
+
+
+def test_one_messages_fn_per_note_keeps_each_prompt_around_its_note(tok):
+    """Per-note prompts (a candidate list that belongs to one note): each stays whole, only its note is cut."""
+    rng = random.Random(21)
+    notes = [make_note(rng, course=600)] * 5 + [make_note(rng, course=20, hpi=10, meds=5, follow=5)]
+    blocks = [f"Suggested: code {400 + i}.{i} " * (2 * i + 1) for i in range(5)] + ["Suggested: none "]
+
+    def fn_for(block):
+        return lambda note: [{"role": "user", "content": INSTRUCTION + block + "\n" + note + FORMAT_LINE}]
+
+    fns = [fn_for(b) for b in blocks]
+    results = truncate_for_budget(notes, tok, messages_fn=fns, budget=300)
+    for note, fn, block, res in zip(notes, fns, blocks, results):
+        assert res.tokens_before == prompt_tokens(tok, note, fn)
+        assert res.tokens_after == prompt_tokens(tok, res.text, fn) <= 300
+        assert res.truncated == (res.tokens_before > 300)
+    # The same note with a longer block keeps less of itself: the block's tokens are paid for by the note.
+    kept = [len(r.text) for r in results[:5]]
+    assert all(r.truncated for r in results[:5]) and not results[5].truncated
+    assert kept == sorted(kept, reverse=True) and kept[0] > kept[-1]
+    with pytest.raises(ValueError, match="one per note"):
+        truncate_for_budget(notes, tok, messages_fn=fns[:2], budget=300)
+
+
+@pytest.mark.parametrize("rust_counts", [True, False], ids=["rust-backend", "wrapper"])
+def test_count_prompt_tokens_is_the_trainers_count(tok, qwen3_tok, rust_counts, monkeypatch):
+    from llm4icd_plugins import truncation
+
+    if not rust_counts:
+        monkeypatch.setattr(truncation, "_private_backend", lambda tokenizer: None)
+        monkeypatch.setattr(truncation, "_BACKENDS", truncation.weakref.WeakKeyDictionary())
+    rng = random.Random(22)
+    conversations = [messages_fn(make_note(rng, course=rng.randint(0, 300))) for _ in range(3)]
+    conversations.append([{"role": "user", "content": ""}])
+    for tokenizer, kwargs in ((tok, {}), (qwen3_tok, {"enable_thinking": False}), (qwen3_tok, {})):
+        expected = [len(tokenizer.apply_chat_template(m, tokenize=True, add_generation_prompt=True,
+                                                      return_dict=False, **kwargs)) for m in conversations]
+        assert [count_prompt_tokens(tokenizer, m, **kwargs) for m in conversations] == expected
+        assert count_prompt_tokens_batch(tokenizer, conversations, **kwargs) == expected
+        assert NoteFitter(tokenizer, chat_template_kwargs=kwargs).count(conversations[0]) == expected[0]
+    assert count_prompt_tokens_batch(tok, []) == []
+    with pytest.raises(ValueError, match="must not set"):
+        count_prompt_tokens(tok, conversations[0], add_generation_prompt=False)
 
 
 def test_parallel_matches_serial(tok):

@@ -1,4 +1,5 @@
-"""data_tools.evaluation.candidates / coders / edin_export: cross-fitting without label leakage, recall@K, import, Edin export.
+"""data_tools.evaluation.candidates / coders / edin_export: cross-fitting without label leakage, recall@K, import,
+Edin export.
 
 The variant is built by the real ``data_tools.build.prepare generic`` from a small planted corpus: note A is the only
 note with code 995.92 and carries a planted token that one other note (without the code) also has.
@@ -164,7 +165,7 @@ def test_import_refuses_a_matrix_that_misses_notes(variant, tmp_path, capsys):
 
 
 def test_errors_exit_2_and_never_show_note_text(variant, trained, tmp_path, capsys):
-    path, rows = variant
+    path, _ = variant
     out, _, _ = trained
     assert candidates.main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "label_space.json" in capsys.readouterr().err
@@ -173,7 +174,6 @@ def test_errors_exit_2_and_never_show_note_text(variant, trained, tmp_path, caps
     assert candidates.main(["predict", "--model", str(out / "model.joblib"), "--data", str(path), "--splits", "train",
                             "--out", str(tmp_path / "p")]) == 2
     assert "cross-fitted" in capsys.readouterr().err
-    words = {w for r in rows for w in r["text"].split()}
     for name in ("report.json", "report.md", "candidates_train.jsonl", "candidates_test.jsonl"):
         text = (out / name).read_text(encoding="utf-8")
         assert not any(w in text for w in (PLANT, "filler1", "markeraword")), name

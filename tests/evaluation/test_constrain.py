@@ -1,5 +1,5 @@
-"""data_tools.evaluation.constrain: the answer grammar, checked token by token through xgrammar's own matcher (the engine vLLM
-runs) with a real byte-level BPE tokenizer over real ICD-9 codes — every code of the set is accepted, codes
+"""data_tools.evaluation.constrain: the answer grammar, checked token by token through xgrammar's own matcher (the
+engine vLLM runs) with a real byte-level BPE tokenizer over real ICD-9 codes — every code of the set is accepted, codes
 outside it, prefixes, other separators, empty spans and over-long lists are rejected — and the code sets."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The evaluation CLI: outputs agree with the metrics module, errors name file/line/fix, nothing leaks or half-writes."""
+"""The evaluation CLI: outputs agree with the metrics module, errors name file/line/fix, nothing leaks or
+half-writes; --out and its alias --output-dir."""
 
 from __future__ import annotations
 
@@ -195,18 +196,19 @@ def test_unreadable_inputs(tmp_path, capsys):
 
 def test_subprocess_help_and_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    helped = subprocess.run([sys.executable, "-m", "data_tools.evaluation.evaluate", "--help"], capture_output=True, text=True,
-                            env=env, cwd=tmp_path, check=True)
-    for flag in ("--predictions", "--output-dir", "--label-space", "--code-system"):
+    helped = subprocess.run([sys.executable, "-m", "data_tools.evaluation.evaluate", "--help"], capture_output=True,
+                            text=True, env=env, cwd=tmp_path, check=True)
+    for flag in ("--predictions", "--out", "--output-dir", "--label-space", "--code-system"):
         assert flag in helped.stdout
     pred_file = _write_jsonl(tmp_path / "pred.jsonl", ROWS)
     ran = subprocess.run([sys.executable, "-m", "data_tools.evaluation.evaluate", "--predictions", str(pred_file),
-                          "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=tmp_path)
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "micro" in ran.stdout and SECRET not in ran.stdout + ran.stderr
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["n_docs"] == len(ROWS)
-    failed = subprocess.run([sys.executable, "-m", "data_tools.evaluation.evaluate", "--predictions", str(tmp_path / "nope"),
-                             "--output-dir", str(tmp_path / "out2")], capture_output=True, text=True, env=env)
+    failed = subprocess.run([sys.executable, "-m", "data_tools.evaluation.evaluate", "--predictions",
+                             str(tmp_path / "nope"), "--output-dir", str(tmp_path / "out2")], capture_output=True,
+                            text=True, env=env)
     assert failed.returncode == 2 and "nope" in failed.stderr and "Traceback" not in failed.stderr
 
 

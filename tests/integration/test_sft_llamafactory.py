@@ -198,8 +198,9 @@ def test_lora_sft_then_merge(prepared, tiny_model_dir, tmp_path):
     assert set(adapter_cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                   "up_proj", "down_proj"}
 
-    _run([SFT_ENV / "bin" / "python", "-m", "llm4icd_plugins.llamafactory.cli", "export", _tiny_recipe(tmp_path, "merge"),
-          f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={adapter}", f"export_dir={merged}"])
+    _run([SFT_ENV / "bin" / "python", "-m", "llm4icd_plugins.llamafactory.cli", "export",
+          _tiny_recipe(tmp_path, "merge"), f"model_name_or_path={tiny_model_dir}",
+          f"adapter_name_or_path={adapter}", f"export_dir={merged}"])
     assert not list(merged.glob("adapter_*")), "export must merge the adapter, not copy it"
     tok = transformers.AutoTokenizer.from_pretrained(merged)
     model = transformers.AutoModelForCausalLM.from_pretrained(merged).eval()
@@ -226,8 +227,9 @@ def test_qwen3_template_with_thinking_off_matches_tokenizer(tiny_qwen3_model_dir
     tok = transformers.AutoTokenizer.from_pretrained(tiny_qwen3_model_dir)
     data = tmp_path / "data"
     data.mkdir()
-    examples = [{"id": str(i), "messages": [{"role": "user", "content": f"note {i}: " + " ".join(_SENTENCES[:i + 1])},
-                                            {"role": "assistant", "content": f"<code>{', '.join(_CODES[:i + 1])}</code>"}]}
+    examples = [{"id": str(i),
+                 "messages": [{"role": "user", "content": f"note {i}: " + " ".join(_SENTENCES[:i + 1])},
+                              {"role": "assistant", "content": f"<code>{', '.join(_CODES[:i + 1])}</code>"}]}
                 for i in range(4)]
     (data / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
     tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",

@@ -49,7 +49,7 @@ def test_refresh_pools_freq_recall(train, tmp_path):
         {"id": "a4", "pred": ["96.04", "401.9"]},
     ])
     out = tmp_path / "round_1" / "train.parquet"
-    assert phi_refresh.main(["--train", str(train), "--predictions", str(preds), "--out", str(out), "--round", "1"]) == 0
+    assert _refresh(train, preds, out) == 0
     frame = pd.read_parquet(out)
     phi = {e["sample_id"]: p for e, p in zip(frame["extra_info"], frame["phi"])}
     assert list(phi["a1"]["pool"]) == ["428.0", "584.9"] and list(phi["a2"]["pool"]) == []
@@ -89,14 +89,14 @@ def test_refresh_reparses_the_response_so_a_predicted_retired_gold_code_leaves_t
 @pytest.mark.parametrize("records,needle", [
     ([{"id": "a1", "pred": []}], "3 of 4 training samples have no prediction"),
     ([{"id": k, "pred": []} for k in GOLD] + [{"id": "zz", "pred": []}], "not training samples"),
-    ([{"id": "a1", "pred": []}, {"id": "a1", "pred": []}], "line 2: the id is also on line 1"),
+    ([{"id": "a1", "pred": []}, {"id": "a1", "pred": []}], "line 2: the id is already used on line 1"),
     ([{"id": k, "pred": [], "gold": ["V58.61"]} for k in GOLD], "the gold codes differ from those of row 1"),
-    ([{"id": "a1"}], 'line 1: neither a "pred" list'),
+    ([{"id": "a1"}], 'line 1: neither "pred" nor "response"'),
 ])
 def test_refresh_errors_name_the_problem_and_write_nothing(train, tmp_path, capsys, records, needle):
     preds = write_jsonl(tmp_path / "p.jsonl", records)
     out = tmp_path / "r" / "train.parquet"
-    assert phi_refresh.main(["--train", str(train), "--predictions", str(preds), "--out", str(out), "--round", "1"]) == 2
+    assert _refresh(train, preds, out) == 2
     err = capsys.readouterr().err
     assert needle in err and "Fix:" in err and str(preds) in err
     assert not out.exists() and not list(tmp_path.glob("r/*"))
@@ -263,7 +263,7 @@ def test_driver_killed_mid_inference_resumes(rounds_env, tmp_path):
     """SIGKILL of the whole driver while inference is writing: the re-run starts that step afresh."""
     slow = dict(rounds_env["commands"])
     slow["infer"] = slow["infer"].replace(sys.executable, f"sleep 0.1 && {sys.executable}", 1)
-    cmd = [sys.executable, "-m", "data_tools.phi.rounds", "--run-dir", str(rounds_env["dir"]),
+    cmd = [sys.executable, "-m", "data_tools.phi.rounds", "--out", str(rounds_env["dir"]),
            "--train", str(rounds_env["train"]), "--rounds", "2", "--train-cmd", slow["train"],
            "--export-cmd", slow["export"], "--infer-cmd", slow["infer"] + " && sleep 30"]
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2], start_new_session=True)

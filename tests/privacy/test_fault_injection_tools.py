@@ -125,7 +125,7 @@ else:
 
 def _rounds_cmd(run: Path, train: Path, script: Path) -> list[str]:
     py = sys.executable
-    return [py, "-m", "data_tools.phi.rounds", "--run-dir", str(run), "--train", str(train), "--rounds", "2",
+    return [py, "-m", "data_tools.phi.rounds", "--out", str(run), "--train", str(train), "--rounds", "2",
             "--train-cmd", f"{py} {script} train {{round}} {{train_file}} {{ckpt_dir}} {{prev_adapter}}",
             "--export-cmd", f"{py} {script} export {{round}} {{actor_dir}} {{export_dir}}",
             "--infer-cmd", f"{py} {script} infer {{round}} {{adapter}} {{predictions}}"]

@@ -136,7 +136,13 @@ def test_every_recipe_passes_verl_checks_on_one_and_two_nodes(backbone, dataset,
     assert rollout.log_prob_max_token_len_per_gpu == spec.log_prob_tokens_per_gpu
     assert cfg.actor_rollout_ref.ref.log_prob_use_dynamic_bsz and rollout.log_prob_use_dynamic_bsz
     assert rollout.tensor_model_parallel_size == spec.tensor_parallel_size
+    # verl's dynamic batching asserts every budget holds one whole (padded) sequence: prompt + response
+    longest = cfg.data.max_prompt_length + cfg.data.max_response_length
+    budgets = (actor.ppo_max_token_len_per_gpu, rollout.log_prob_max_token_len_per_gpu,
+               cfg.actor_rollout_ref.ref.log_prob_max_token_len_per_gpu)
+    assert min(budgets) >= longest, (budgets, longest)
     assert OmegaConf.to_container(cfg.data.apply_chat_template_kwargs) == spec.chat_template_kwargs
+    assert model.custom_chat_template == spec.chat_template  # the backbone's own template, None for the model's
     assert cfg.backbone.name in cfg.trainer.experiment_name and profile in cfg.trainer.experiment_name
     # bounded checkpoints; privacy: no prompt or generation text leaves the machine or lands in a dump
     assert cfg.trainer.max_actor_ckpt_to_keep == 2 and cfg.trainer.resume_mode == "auto"
@@ -146,11 +152,125 @@ def test_every_recipe_passes_verl_checks_on_one_and_two_nodes(backbone, dataset,
     assert env_vars.WANDB_MODE == "disabled" and env_vars.TOKENIZERS_PARALLELISM == "false"
 
 
-def test_ignored_keys_are_not_set():
-    """verl 0.9.1 ignores data.truncation, data.val_batch_size and (with LoRA) ref micro-batch keys."""
-    text = "".join(p.read_text() for p in RECIPES.glob("grpo/*.yaml"))
-    for key in ("truncation:", "val_batch_size:", "micro_batch_size"):
-        assert key not in text
+# Keys verl 0.9.1 (the V1 trainer these recipes run) reads nowhere for these recipes, with the reason; setting
+# one would look like a setting and change nothing. Each must stay at verl's own default.
+IGNORED = {
+    "data.truncation": "RLHFDataset stores it and never reads it (prepare fits every prompt)",
+    "actor_rollout_ref.actor.ppo_micro_batch_size": "use_dynamic_bsz: token budgets make the micro-batches",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": "use_dynamic_bsz",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size": "log_prob_use_dynamic_bsz",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": "log_prob_use_dynamic_bsz",
+    "actor_rollout_ref.ref": "LoRA: the reference is the actor with its adapter off (ref_in_actor), no ref worker",
+    "critic": "GRPO has no critic",
+}
+
+
+def _select(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+@pytest.mark.parametrize("name", [f"grpo/{d}" for d in DATASETS] + ["tiny/grpo_synthetic"])
+def test_keys_verl_ignores_are_not_set(base, name):
+    composed = _unresolved(name)
+    for key, why in IGNORED.items():
+        assert _select(composed, key) == _select(base, key), f"{name} sets {key}, which verl ignores: {why}"
+    cfg = _compose(name)
+    # the conditions that make them ignored hold
+    assert cfg.trainer.use_v1 and cfg.actor_rollout_ref.model.lora_rank > 0
+    assert cfg.actor_rollout_ref.actor.use_dynamic_bsz and cfg.actor_rollout_ref.rollout.log_prob_use_dynamic_bsz
+    assert cfg.algorithm.adv_estimator == "grpo" and not cfg.critic.enable
+
+
+def test_ignored_key_check_sees_a_set_key(base):
+    composed = _unresolved("grpo/mimic3_full", ["data.truncation=left",
+                                                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"])
+    assert [k for k in IGNORED if _select(composed, k) != _select(base, k)] == [
+        "data.truncation", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"]
+
+
+def test_verl_still_ignores_them():
+    """The reasons above, pinned to verl's source: a verl upgrade that starts reading a key fails here."""
+    import verl
+
+    root = Path(verl.__file__).parent
+    dataset = (root / "utils" / "dataset" / "rl_dataset.py").read_text()
+    assert dataset.count("self.truncation") == 1  # set in __init__, read nowhere
+    trainer = (root / "trainer" / "ppo" / "v1" / "trainer_base.py").read_text()
+    assert 'self.ref_in_actor = lora_rank > 0' in trainer
+    actor = (root / "workers" / "config" / "actor.py").read_text()
+    assert "if not self.use_dynamic_bsz:" in actor
+
+
+def test_checkpoints_are_bounded_and_resumable():
+    """verl 0.9.1's V1 trainer deletes actor checkpoints beyond max_actor_ckpt_to_keep; SFT keeps save_total_limit."""
+    import verl
+
+    cfg = _recipe(DEFAULT_BACKBONE, "mimic3_full", "paper")
+    assert 1 <= cfg.trainer.max_actor_ckpt_to_keep <= 3 and cfg.trainer.save_freq > 0
+    assert cfg.trainer.resume_mode == "auto" and not cfg.trainer.get("remove_previous_ckpt_in_save", False)
+    trainer = (Path(verl.__file__).parent / "trainer" / "ppo" / "v1" / "trainer_base.py").read_text()
+    assert 'self.config.trainer.get("max_actor_ckpt_to_keep", None)' in trainer
+    sft = yaml.safe_load((RECIPES / "sft" / "train.yaml").read_text())
+    assert 1 <= sft["save_total_limit"] <= 3
+
+
+# --- a backbone's own chat template reaches verl -----------------------------------------------------------
+
+CHAT_TEMPLATE_BACKBONES = [b for b in GPU_BACKBONES if load_backbone(b).chat_template]
+
+
+def _local_model(folder: Path, family: str) -> Path:
+    """A tokenizer of the family (tests/backbone_tokenizers.py) and a config.json: what HFModelConfig loads."""
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        from backbone_tokenizers import build_tokenizer
+    finally:
+        sys.path.remove(str(REPO / "tests"))
+    from transformers import LlamaConfig
+
+    build_tokenizer(folder, family)
+    LlamaConfig(vocab_size=800, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, architectures=["LlamaForCausalLM"]).save_pretrained(folder)
+    return folder
+
+
+def test_a_backbone_chat_template_reaches_verls_tokenizer(tmp_path, monkeypatch):
+    """The shipped Llama-3.1 backbone replaces the model's dated template: verl's validated config carries the
+    backbone's Jinja, and the tokenizer verl builds from it (dataset and rollouts) renders a date-free prompt."""
+    from verl.utils.config import omega_conf_to_dataclass
+
+    assert CHAT_TEMPLATE_BACKBONES, "no shipped backbone sets chat_template: the check below would test nothing"
+    model = _local_model(tmp_path / "llama31", "llama3.1")  # the real model's template has 'Today Date'
+    monkeypatch.setenv("MODEL_PATH", str(model))
+    messages = [{"role": "user", "content": "Q"}]
+    for name in CHAT_TEMPLATE_BACKBONES:
+        spec = load_backbone(name)
+        cfg = _recipe(name, "mimic3_full", "paper", "attention=sdpa")
+        _verl_checks(cfg)
+        assert cfg.actor_rollout_ref.model.custom_chat_template == spec.chat_template
+        tokenizer = omega_conf_to_dataclass(cfg.actor_rollout_ref.model).tokenizer
+        assert tokenizer.chat_template == spec.chat_template
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert "Today Date" not in text and "Q<|eot_id|>" in text
+    # without a backbone template verl keeps the model's own
+    cfg = _recipe(DEFAULT_BACKBONE, "mimic3_full", "paper", "attention=sdpa")
+    assert cfg.actor_rollout_ref.model.custom_chat_template is None
+    own = omega_conf_to_dataclass(cfg.actor_rollout_ref.model).tokenizer
+    assert "Today Date" in own.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def test_verl_renders_rollouts_with_the_custom_template():
+    """verl 0.9.1 sets custom_chat_template on the tokenizer its config builds and again in the agent loop that
+    tokenizes rollout prompts for vLLM (pinned here: an upgrade that drops either fails)."""
+    import verl
+
+    root = Path(verl.__file__).parent
+    model = (root / "workers" / "config" / "model.py").read_text()
+    assert "self.tokenizer.chat_template = self.custom_chat_template" in model
+    loop = (root / "experimental" / "agent_loop" / "agent_loop.py").read_text()
+    assert "self.model_config.tokenizer.chat_template = self.model_config.custom_chat_template" in loop
 
 
 @pytest.mark.parametrize("attention,remove_padding", [("sdpa", False), ("flash_attention_2", True)])
@@ -291,9 +411,10 @@ def test_wrapper_runs_without_arguments_and_stops_at_missing_data(stage, tmp_pat
     assert f"backbone {DEFAULT_BACKBONE} (the default" in proc.stderr
     missing = tmp_path / "nowhere" / DEFAULT_BACKBONE / "mimic3_full" / "verl" / "train.parquet"
     assert f"{missing}: no training file" in proc.stderr
-    spec = load_backbone(DEFAULT_BACKBONE)
     command = proc.stderr.split("prepare it with: ", 1)[1]
-    assert command.startswith("python -m data_tools.build.prepare mimic3 ") and f"--tokenizer {spec.model}" in command
+    # --backbone, not --tokenizer: it records the fingerprint the data check needs and the backbone's chat template
+    assert command.startswith("python -m data_tools.build.prepare mimic3 ")
+    assert f"--backbone {DEFAULT_BACKBONE} " in command
     assert f"--out {tmp_path / 'nowhere' / DEFAULT_BACKBONE}" in command
     assert "Traceback" not in proc.stderr
 
@@ -395,3 +516,43 @@ def test_phi_steps_are_plain_launcher_commands(tmp_path):
     assert " grpo mimic3_full " in steps["--train-cmd"] and "+data.phi_max_hints=3" in steps["--train-cmd"]
     assert " infer mimic3_full " in steps["--infer-cmd"] and "verl.model_merger merge" in steps["--export-cmd"]
     assert "__train" not in " ".join(cmd)
+
+
+def test_refresh_inference_uses_every_gpu_at_grpos_response_length(tmp_path, monkeypatch):
+    """`launch.py infer` (the PHI refresh and the evaluation): tensor parallel over the node's GPUs, greedy, at the
+    response length GRPO trains with, with the backbone's chat-template switch."""
+    sys.path.insert(0, str(RECIPES))
+    try:
+        import launch
+    finally:
+        sys.path.remove(str(RECIPES))
+    data = _fake_prepared(tmp_path / "prepared", "qwen3-4b", "mimic3_full")
+    ran = []
+
+    def capture(cmd, env=None):
+        ran.append(cmd)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(launch, "_exec", capture)
+    for var in ("GPUS_PER_NODE", "MAX_RESPONSE_LENGTH", "BACKBONE", "PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LLM4ICD_DATA_ROOT", str(tmp_path / "prepared"))
+    with pytest.raises(SystemExit):
+        launch.main(["infer", "mimic3_full", "--backbone", "qwen3-4b", "--predictions", str(tmp_path / "p.jsonl")])
+    cmd = ran[0]
+    flags = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
+    assert cmd[1:3] == ["-m", "data_tools.evaluation.infer"] and flags["--data"] == str(data)
+    assert flags["--tensor-parallel-size"] == "4" and "--no-enable-thinking" in cmd
+    grpo_length, _ = launch.response_length("mimic3_full", launch.load_profile("paper"), data)
+    assert flags["--max-new-tokens"] == str(grpo_length) == "448"  # 300 answer tokens, as GRPO measures them
+
+
+def test_launcher_refuses_data_prepared_without_the_backbone(tmp_path):
+    """Before any GPU hour: data whose stats.json records no backbone tokenizer is refused with the prepare command
+    (the model is absent, so a launcher that skipped the check stops at the model instead)."""
+    _fake_prepared(tmp_path / "prepared", DEFAULT_BACKBONE, "mimic3_full")
+    proc = _launch([RECIPES / "grpo_mimic3_full.sh"], {"LLM4ICD_DATA_ROOT": str(tmp_path / "prepared"),
+                                                       "MODEL_PATH": str(tmp_path / "no-model")})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"does not match backbone '{DEFAULT_BACKBONE}'" in proc.stderr
+    assert "not fitted with a recorded tokenizer" in proc.stderr

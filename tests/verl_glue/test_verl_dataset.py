@@ -12,8 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("verl")
-from omegaconf import OmegaConf, open_dict  # noqa: E402
+pytest.importorskip("verl.trainer", reason="verl lives in the rl environment (bash env/setup.sh rl)")
 from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: E402
 from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler  # noqa: E402
 from verl.utils.dataset.rl_dataset import collate_fn  # noqa: E402
@@ -24,9 +23,10 @@ from data_tools.build.synth import generate_mimic3  # noqa: E402
 from llm4icd_plugins import prompts  # noqa: E402
 from llm4icd_plugins.codes import load_code_system  # noqa: E402
 from llm4icd_plugins.verl.reward import compute_score  # noqa: E402
-from llm4icd_plugins.verl.dataset import PHIDataset  # noqa: E402
+from llm4icd_plugins.verl.dataset import PHIDataset, split_prompt  # noqa: E402
 
 MAX_PROMPT = 2048
+DATA_SEED = 11
 HINT_RESERVE = 384
 
 
@@ -62,34 +62,6 @@ def data(tmp_path_factory, tiny_tokenizer_dir):
     return {"variant": variant, "round": round_file, "tokenizer_dir": tiny_tokenizer_dir}
 
 
-@pytest.fixture(scope="module")
-def tokenizer(data):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(data["tokenizer_dir"])
-
-
-def data_config(**phi):
-    import verl.trainer.config as verl_config
-    from pathlib import Path
-
-    cfg = OmegaConf.load(Path(verl_config.__file__).parent / "data" / "legacy_data.yaml")
-    cfg.custom_cls.path = "pkg://llm4icd_plugins.verl.dataset"
-    cfg.custom_cls.name = "PHIDataset"
-    cfg.max_prompt_length = MAX_PROMPT
-    cfg.seed = 11
-    cfg.dataloader_num_workers = 0
-    OmegaConf.set_struct(cfg, True)
-    with open_dict(cfg):  # what +data.phi_*=... does on the command line
-        for key, value in phi.items():
-            cfg[f"phi_{key}"] = value
-    return cfg
-
-
-def build(path, tokenizer, **phi):
-    return create_rl_dataset(str(path), data_config(**phi), tokenizer, None, is_train=True)
-
-
 def all_items(dataset, cfg, batch_size=8):
     loader = StatefulDataLoader(dataset=dataset, batch_size=batch_size, num_workers=0, drop_last=False,
                                 collate_fn=collate_fn, sampler=create_rl_sampler(cfg, dataset))
@@ -105,7 +77,7 @@ def n_tokens(tokenizer, messages):
                                              return_dict=False))
 
 
-def test_rows_hints_and_prompts_through_verl_loader(data, tokenizer):
+def test_rows_hints_and_prompts_through_verl_loader(data, tokenizer, data_config):
     cfg = data_config(inject_prob=0.5)
     dataset = create_rl_dataset(str(data["round"]), cfg, tokenizer, None)
     assert isinstance(dataset, PHIDataset)
@@ -137,11 +109,12 @@ def test_rows_hints_and_prompts_through_verl_loader(data, tokenizer):
         assert n_tokens(tokenizer, it["raw_prompt"]) <= MAX_PROMPT
         gold = list(it["reward_model"]["ground_truth"])
         assert set(pools[sid]) <= set(gold)  # the target stays the full gold set, not the hints
-        assert compute_score("llm4icd/mimic3_full", prompts.format_answer(gold), gold, it["extra_info"]) ["score"] == 1.0
+        answer = prompts.format_answer(gold)
+        assert compute_score("llm4icd/mimic3_full", answer, gold, it["extra_info"])["score"] == 1.0
     assert 0.3 < n_hinted / len(items) < 0.7
 
 
-def test_injection_probability_extremes(data, tokenizer):
+def test_injection_probability_extremes(data, tokenizer, data_config, build):
     never = all_items(build(data["round"], tokenizer, inject_prob=0.0), data_config())
     assert all(len(it["extra_info"]["phi_hints"]) == 0 for it in never)
     always = build(data["round"], tokenizer, inject_prob=1.0)
@@ -150,7 +123,7 @@ def test_injection_probability_extremes(data, tokenizer):
     assert always.hint_stats["rows_hinted"] == len(items)
 
 
-def test_budget_refits_the_note_rather_than_dropping_hints(data, tokenizer):
+def test_budget_refits_the_note_rather_than_dropping_hints(data, tokenizer, data_config):
     rounds = pd.read_parquet(data["round"])
     pools = {e["sample_id"]: len(p["pool"]) for e, p in zip(rounds["extra_info"], rounds["phi"])}
     longest = max(n_tokens(tokenizer, p) for p in rounds["prompt"])
@@ -172,7 +145,7 @@ def Counter_(values):
     return Counter(values)
 
 
-def test_validation_rows_are_never_hinted(data, tokenizer):
+def test_validation_rows_are_never_hinted(data, tokenizer, data_config, build):
     val = data["variant"] / "verl" / "val.parquet"
     dataset = build(val, tokenizer, inject_prob=1.0)
     original = pd.read_parquet(val)
@@ -183,7 +156,7 @@ def test_validation_rows_are_never_hinted(data, tokenizer):
         assert "Training hint:" not in it["raw_prompt"][0]["content"]
 
 
-def test_validation_rows_with_hint_pools_are_never_hinted(data, tokenizer, tmp_path):
+def test_validation_rows_with_hint_pools_are_never_hinted(data, tokenizer, tmp_path, data_config):
     # A round file whose rows carry real, non-empty pools, every other row relabelled as validation:
     # only the training rows may get hints, whatever the injection probability.
     frame = pq.read_table(data["round"]).to_pylist()
@@ -205,7 +178,7 @@ def test_validation_rows_with_hint_pools_are_never_hinted(data, tokenizer, tmp_p
     assert any(len(it["extra_info"]["phi_hints"]) for it in items if it["extra_info"]["split"] == "train")
 
 
-def test_draws_are_reproducible_under_the_seed(data, tokenizer):
+def test_draws_are_reproducible_under_the_seed(data, tokenizer, build):
     def hints(seed):
         ds = build(data["round"], tokenizer, seed=seed)
         return [tuple(ds[i]["extra_info"]["phi_hints"]) for i in range(len(ds))]
@@ -214,11 +187,70 @@ def test_draws_are_reproducible_under_the_seed(data, tokenizer):
     assert hints(1) != hints(2)
 
 
-def test_training_file_without_pools_is_a_clear_error(data, tokenizer):
+def test_training_file_without_pools_is_a_clear_error(data, tokenizer, build):
     with pytest.raises(ValueError, match=r"phi\.refresh"):
         build(data["variant"] / "verl" / "train.parquet", tokenizer)
 
 
-def test_misspelled_knob_is_a_clear_error(data, tokenizer):
+def test_misspelled_knob_is_a_clear_error(data, tokenizer, build):
     with pytest.raises(ValueError, match="did you mean data.phi_inject_prob"):
         build(data["round"], tokenizer, inject_prb=0.3)
+
+
+# --- data.phi_hint_style: the controls of a PHI ablation ------------------------------------------------------
+
+def test_hint_styles_change_only_the_block(data, tokenizer, build):
+    import re
+
+    rounds = pd.read_parquet(data["round"])
+    plain = {e["sample_id"]: p[0]["content"] for e, p in zip(rounds["extra_info"], rounds["prompt"])}
+    system = load_code_system("icd9")
+    default = build(data["round"], tokenizer, inject_prob=1.0)
+    styles = {style: build(data["round"], tokenizer, inject_prob=1.0, hint_style=style)
+              for style in ("paper", "no_example", "neutral")}
+    assert len(default) == len(styles["neutral"]) > 10
+    gaps = []
+    for i in range(len(default)):
+        row = {style: ds[i] for style, ds in styles.items()}
+        base = default[i]
+        sid = base["extra_info"]["sample_id"]
+        hints = list(base["extra_info"]["phi_hints"])
+        assert hints and row["paper"]["raw_prompt"] == base["raw_prompt"]  # the default is the paper's block
+        for style in ("paper", "no_example"):
+            assert list(row[style]["extra_info"]["phi_hints"]) == hints
+        head, note, tail = split_prompt(plain[sid], "icd9")
+        descriptions = [system.description(c) for c in hints]
+        paper_block = prompts.render_hint_block(hints, descriptions, "icd9")
+        assert base["raw_prompt"][0]["content"] == head + note + "\n\n" + paper_block + tail
+        short = row["no_example"]["raw_prompt"][0]["content"]
+        no_example = prompts.render_hint_block(hints, descriptions, "icd9", example=False)
+        assert short == head + note + "\n\n" + no_example + tail
+        assert "Mini example" not in short and "Mini example" in base["raw_prompt"][0]["content"]
+        neutral = row["neutral"]["raw_prompt"][0]["content"]
+        assert neutral.startswith(head + note + "\n\n") and neutral.endswith(tail)
+        block = neutral[len(head + note + "\n\n"):len(neutral) - len(tail)]
+        assert block.startswith(prompts.NEUTRAL_HEAD + "\n")
+        assert not re.search(r"[0-9<>]", block) and not any(c in block for c in hints)
+        assert list(row["neutral"]["extra_info"]["phi_hints"]) == []  # nothing shown, every pool code recoverable
+        assert list(row["neutral"]["extra_info"]["phi_pool"]) == list(base["extra_info"]["phi_pool"])
+        gaps.append(n_tokens(tokenizer, row["neutral"]["raw_prompt"]) - n_tokens(tokenizer, base["raw_prompt"]))
+        for r in row.values():
+            assert n_tokens(tokenizer, r["raw_prompt"]) <= MAX_PROMPT
+    assert max(map(abs, gaps)) <= 2  # same position and token length as the paper block
+    assert styles["neutral"].hint_stats["rows_hinted"] == default.hint_stats["rows_hinted"] == len(default)
+
+
+def test_neutral_block_length_follows_the_paper_block(data, tokenizer, build):
+    dataset = build(data["round"], tokenizer, hint_style="neutral")
+    counts = {}
+    for codes in (["401.9"], ["401.9", "428.0", "584.9", "276.2", "250.00"]):
+        paper = prompts.render_hint_block(codes, [load_code_system("icd9").description(c) for c in codes], "icd9")
+        neutral = dataset.hint_block(codes, "icd9")
+        counts[len(codes)] = dataset._n_tokens(neutral)
+        assert abs(counts[len(codes)] - dataset._n_tokens(paper)) <= 2
+    assert counts[5] > counts[1] + 20  # five hints make a longer block, so a longer filler
+
+
+def test_unknown_hint_style_is_a_clear_error(data, tokenizer, build):
+    with pytest.raises(ValueError, match=r"data\.phi_hint_style='nuetral'.*one of paper, no_example, neutral"):
+        build(data["round"], tokenizer, hint_style="nuetral")

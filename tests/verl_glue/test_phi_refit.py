@@ -15,9 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("verl")
+pytest.importorskip("verl.trainer", reason="verl lives in the rl environment (bash env/setup.sh rl)")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-from omegaconf import OmegaConf, open_dict  # noqa: E402
 from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: E402
 from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler  # noqa: E402
 from verl.utils.dataset.rl_dataset import collate_fn  # noqa: E402
@@ -31,6 +30,7 @@ from llm4icd_plugins.truncation import truncate_for_budget  # noqa: E402
 from llm4icd_plugins.verl.dataset import PHIDataset  # noqa: E402
 
 MAX_PROMPT = 1024
+DATA_SEED = 7
 OLD_RESERVE = 384
 MARKER = "[...]"
 SPEC = prompts.PromptSpec("icd9", "full", "MIMIC-III")
@@ -69,35 +69,6 @@ def data(tmp_path_factory, tiny_tokenizer_dir):
     round_file = base / "round_1" / "train.parquet"
     phi_refresh.refresh(variant / "verl" / "train.parquet", base / "pred.jsonl", round_file, 1)
     return {"variant": variant, "round": round_file, "tokenizer_dir": tiny_tokenizer_dir, "base": base}
-
-
-@pytest.fixture(scope="module")
-def tokenizer(data):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(data["tokenizer_dir"])
-
-
-def data_config(**phi):
-    from pathlib import Path
-
-    import verl.trainer.config as verl_config
-
-    cfg = OmegaConf.load(Path(verl_config.__file__).parent / "data" / "legacy_data.yaml")
-    cfg.custom_cls.path = "pkg://llm4icd_plugins.verl.dataset"
-    cfg.custom_cls.name = "PHIDataset"
-    cfg.max_prompt_length = MAX_PROMPT
-    cfg.seed = 7
-    cfg.dataloader_num_workers = 0
-    OmegaConf.set_struct(cfg, True)
-    with open_dict(cfg):
-        for key, value in phi.items():
-            cfg[f"phi_{key}"] = value
-    return cfg
-
-
-def build(path, tokenizer, **phi):
-    return create_rl_dataset(str(path), data_config(**phi), tokenizer, None, is_train=True)
 
 
 def all_items(dataset, cfg):
@@ -184,7 +155,7 @@ def test_refresh_without_notes_warns_and_keeps_none(data, tmp_path, capsys):
     assert all(p["note"] is None for p in pq.read_table(tmp_path / "r.parquet").column("phi").to_pylist())
 
 
-def test_through_verl_loader_hinted_fit_with_all_hints_unhinted_untouched(data, tokenizer, frames):
+def test_through_verl_loader_hinted_fit_with_all_hints_unhinted_untouched(data, tokenizer, frames, data_config):
     rounds, examples = frames
     cfg = data_config(inject_prob=0.5, min_hints=3, max_hints=3)
     dataset = create_rl_dataset(str(data["round"]), cfg, tokenizer, None)
@@ -211,7 +182,7 @@ def test_through_verl_loader_hinted_fit_with_all_hints_unhinted_untouched(data, 
     assert dataset.hint_stats["notes_refitted"] > 0
 
 
-def test_validation_prompts_are_byte_identical(data, tokenizer):
+def test_validation_prompts_are_byte_identical(data, tokenizer, data_config, build):
     val = data["variant"] / "verl" / "val.parquet"
     original = pq.read_table(val).column("prompt").to_pylist()
     items = all_items(build(val, tokenizer, inject_prob=1.0), data_config())
@@ -220,7 +191,7 @@ def test_validation_prompts_are_byte_identical(data, tokenizer):
         sorted(json.dumps(p, sort_keys=True) for p in original)
 
 
-def test_validation_rows_with_pools_and_whole_notes_are_never_hinted(data, tokenizer, tmp_path):
+def test_validation_rows_with_pools_and_whole_notes_are_never_hinted(data, tokenizer, tmp_path, data_config):
     rows = pq.read_table(data["round"]).to_pylist()
     relabelled = set()
     for row in rows:
@@ -241,7 +212,7 @@ def test_validation_rows_with_pools_and_whole_notes_are_never_hinted(data, token
 
 
 @pytest.fixture(scope="module")
-def dataset(data, tokenizer):
+def dataset(data, tokenizer, build):
     return build(data["round"], tokenizer, inject_prob=1.0)
 
 
@@ -304,7 +275,7 @@ def test_refit_is_the_tiered_truncation_and_keeps_headers_and_diagnoses(data, to
     assert checked >= 5
 
 
-def test_hints_are_dropped_only_when_not_even_an_empty_note_fits(data, tokenizer, frames, label_codes):
+def test_hints_are_dropped_only_when_not_even_an_empty_note_fits(data, tokenizer, frames, label_codes, build):
     rounds, _ = frames
     small = build(data["round"], tokenizer, inject_prob=1.0)
     system = load_code_system("icd9")
