@@ -304,7 +304,7 @@ def _infer_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepar
     if not args.adapter:
         _exec(common + ["--output", str(args.predictions)])
     folder = args.predictions.with_name(args.predictions.name + ".d")
-    subprocess.run(common + ["--lora", f"adapter={args.adapter}", "--output-dir", str(folder), "--overwrite"],
+    subprocess.run(common + ["--lora", f"adapter={args.adapter}", "--out", str(folder), "--overwrite"],
                    check=True, cwd=REPO)
     os.replace(folder / "adapter.jsonl", args.predictions)
     return 0

@@ -32,6 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANT = "mimic3_full"
+DEFAULT_N_CODES = {"default": 60, "longtail": 600}
+"""Codes of the synthetic corpus per label profile: 60 a tiny model learns in minutes; a long tail of 600."""
 PROMPT_BUDGET = 896
 """verl's data.max_prompt_length, the whole room of every prompt (PHIDataset re-fits a hinted prompt's note
 around its hint block, so no room is kept for hints)."""
@@ -202,7 +204,8 @@ class Progress:
 def stage_synth(s: Settings, log: Path) -> str:
     sh([s.python("rl"), "-m", "data_tools.build.synth", "--out", s.out / "raw", "--corpus", "mimic3",
         "--label-profile", s.label_profile, "--n-admissions", s.n_admissions,
-        *(["--n-codes", s.n_codes] if s.n_codes else []), "--seed", s.seed, "--overwrite", "--no-progress"], log)
+        "--n-codes", s.n_codes or DEFAULT_N_CODES[s.label_profile], "--seed", s.seed, "--overwrite",
+        "--no-progress"], log)
     summary = json.loads((s.out / "raw" / "mimic3" / "synth_manifest.json").read_text()).get("summary", {})
     codes = summary.get("codes", {}).get("icd9", {})
     grades = ", ".join(f"{g} {share:.0%}" for g, share in summary.get("evidence_share", {}).items())
@@ -674,8 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "longtail: ~600 codes on a Zipf curve with graded evidence, which the tiny model does "
                         "not learn: see docs/experiments.md)")
     p.add_argument("--n-codes", type=_positive, default=None,
-                   help="distinct ICD codes in the synthetic corpus (default: the profile's, 60 or 600 for longtail; "
-                        "MIMIC-III full has about 8,900)")
+                   help="distinct ICD codes in the synthetic corpus (default: 60, or 600 with --label-profile "
+                        "longtail; MIMIC-III full has about 8,900)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for the corpus, the model and training (default %(default)s)")
     p.add_argument("--pretrain-steps", type=int, default=200,
