@@ -302,7 +302,7 @@ def _infer_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepar
     if backbone.enable_thinking is not None:
         common.append("--enable-thinking" if backbone.enable_thinking else "--no-enable-thinking")
     if not args.adapter:
-        _exec(common + ["--output", str(args.predictions)])
+        _exec(common + ["--out", str(args.predictions)])
     folder = args.predictions.with_name(args.predictions.name + ".d")
     subprocess.run(common + ["--lora", f"adapter={args.adapter}", "--out", str(folder), "--overwrite"],
                    check=True, cwd=REPO)
