@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from llm4icd_plugins.codes import load_code_system
 
-from llm4icd_plugins.codes import load_code_system  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BEFORE_REF = "ca4fe54"  # the tree this work started from (evaluate.py of 928ddb4: vectorised bootstrap)
 HALLUCINATED = "Z99.999"  # well-formed ICD-10-CM, not in the tables

@@ -38,12 +38,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data_tools.cli import exit_with, run_tool
+from data_tools.ladder.run import RESPONSE_LENGTH
+from llm4icd_plugins import atomic
+from llm4icd_plugins.errors import UserError
 
-from data_tools.cli import exit_with, run_tool  # noqa: E402
-from llm4icd_plugins import atomic  # noqa: E402
-from llm4icd_plugins.errors import UserError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository: working folder of the commands this script runs."""
 
 VARIANT = Path("data") / "mimic3_full"
 METHODS = ("greedy", "constrained", "voted", "voted+threshold", "verified")
@@ -78,8 +79,7 @@ def rungs_of(run: Path) -> list[Rung]:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
-               VLLM_CPU_KVCACHE_SPACE=env.get("VLLM_CPU_KVCACHE_SPACE", "1"), TQDM_DISABLE="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+               VLLM_CPU_KVCACHE_SPACE=env.get("VLLM_CPU_KVCACHE_SPACE", "1"), TQDM_DISABLE="1")
     return env
 
 
@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-codes", type=int, default=None, metavar="N",
                    help="constrained decoding: at most N codes per answer (default: no cap; an answer that repeats "
                         "a code then runs to --max-new-tokens without closing its span)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="answer budget (default 128, the ladder's)")
+    p.add_argument("--max-new-tokens", type=int, default=RESPONSE_LENGTH,
+                   help="answer budget (default %(default)s, the ladder's)")
     p.add_argument("--max-model-len", type=int, default=2048, help="vLLM context length (default 2048, the ladder's)")
     p.add_argument("--rungs", nargs="+", choices=("zero_shot", "sft", "grpo", "phi"), default=None,
                    help="only these rungs (default: every rung whose model is in RUN)")
