@@ -177,6 +177,17 @@ CANDIDATES_HEAD = (
 CANDIDATES_NONE = "- (no suggestions)"
 
 
+def _code_lines(codes: Sequence[str], descs: Sequence, max_description_chars: int, what: str) -> list[str]:
+    """``- code (description)`` lines of a hint or candidate block; a code that is not one line is an error."""
+    lines = []
+    for code, desc in zip(codes, descs):
+        if not isinstance(code, str) or not code.strip() or "\n" in code:
+            raise ValueError(f"invalid {what} code {code!r}")
+        short = truncate_description(desc, max_description_chars)
+        lines.append(f"- {code} ({short})" if short else f"- {code}")
+    return lines
+
+
 def render_candidate_block(codes: Sequence[str], descriptions: Sequence[str | None] | None, spec: PromptSpec, *,
                            max_description_chars: int = DESCRIPTION_MAX_CHARS) -> str:
     """The candidate block listing ``codes`` (best first) with their (truncated) descriptions; an empty list
@@ -187,11 +198,7 @@ def render_candidate_block(codes: Sequence[str], descriptions: Sequence[str | No
     if len(descs) != len(codes):
         raise ValueError(f"{len(codes)} candidate codes but {len(descs)} descriptions")
     lines = [_fill(CANDIDATES_HEAD, spec.placeholders())]
-    for code, desc in zip(codes, descs):
-        if not isinstance(code, str) or not code.strip() or "\n" in code:
-            raise ValueError(f"invalid candidate code {code!r}")
-        short = truncate_description(desc, max_description_chars)
-        lines.append(f"- {code} ({short})" if short else f"- {code}")
+    lines += _code_lines(codes, descs, max_description_chars, "candidate")
     if not codes:
         lines.append(CANDIDATES_NONE)
     return "\n".join(lines)
@@ -263,11 +270,7 @@ def render_hint_block(codes: Sequence[str], descriptions: Sequence[str | None] |
         if len(descs) != len(codes):
             raise ValueError(f"{len(codes)} hinted codes but {len(descs)} descriptions")
     lines = [_fill(HINT_TEMPLATE_HEAD, {"VERSION": ICD_VERSIONS[system]})]
-    for code, desc in zip(codes, descs):
-        if not isinstance(code, str) or not code.strip() or "\n" in code:
-            raise ValueError(f"invalid hinted code {code!r}")
-        short = truncate_description(desc, max_description_chars)
-        lines.append(f"- {code} ({short})" if short else f"- {code}")
+    lines += _code_lines(codes, descs, max_description_chars, "hinted")
     if not example:
         return "\n".join(lines)
     (hint_code, hint_desc), (other_1, other_2) = HINT_MINI_EXAMPLES[system]
