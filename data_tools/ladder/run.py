@@ -41,6 +41,8 @@ RESPONSE_LENGTH = 160
 """Generation budget of GRPO rollouts and inference: above the longest SFT answer of the long-tail corpus."""
 BUCKET_EDGES = "100,30,10"
 """Training-frequency buckets of the report (≥100, 30–99, 10–29, <10 occurrences) for a corpus of ~600 notes."""
+ROLLOUT_SEED = 42
+"""verl's default vLLM sampling seed; the ladder's is this plus --rl-seed."""
 PHI_VAL_CHECK = 16
 """Validation prompts verl draws at the end of each PHI round (the audit checks none was hinted)."""
 TAIL_LINES = 40
@@ -53,6 +55,7 @@ class Settings:
     label_profile: str
     n_codes: int | None
     seed: int
+    rl_seed: int
     pretrain_steps: int
     sft_steps: int
     sft_lr: float
@@ -64,6 +67,10 @@ class Settings:
     grpo_lr: float
     max_test: int | None
     max_train_infer: int | None
+    phi_resume: str
+    phi_overrides: tuple[str, ...]
+    candidates: int
+    candidate_coder: str
     venvs: Path
 
     def python(self, env: str) -> str:
@@ -231,15 +238,32 @@ def stage_tiny_model(s: Settings, log: Path) -> str:
 
 
 def stage_prepare(s: Settings, log: Path) -> str:
-    sh([s.python("rl"), "-m", "data_tools.build.prepare", "mimic3", "--root", s.out / "raw" / "mimic3",
-        "--out", s.out / "data", "--variants", "full", "--tokenizer", s.models / "base",
-        "--max-prompt-length", PROMPT_BUDGET, "--hint-reserve", 0, "--cutoff-len", 1152, "--overwrite"], log)
+    """prepare's Full variant; with --candidates, first a plain variant on which a discriminative coder trains
+    (training notes cross-fitted), then the variant whose every prompt lists the coder's top-K candidates."""
+    prepare = [s.python("rl"), "-m", "data_tools.build.prepare", "mimic3", "--root", s.out / "raw" / "mimic3",
+               "--variants", "full", "--tokenizer", s.models / "base", "--max-prompt-length", PROMPT_BUDGET,
+               "--hint-reserve", 0, "--cutoff-len", 1152, "--overwrite"]
+    extra, summary = [], ""
+    if s.candidates:
+        plain, coder = s.out / "candidates" / "plain", s.out / "candidates" / s.candidate_coder
+        sh([*prepare, "--out", plain], log)
+        sh([s.python("rl"), "-m", "data_tools.evaluation.candidates", "train", "--data", plain / VARIANT,
+            "--coder", s.candidate_coder, "--top-k", max(50, s.candidates), "--out", coder, "--overwrite",
+            "--no-progress"], log)
+        extra = ["--candidates", coder, "--top-k", s.candidates]
+        report = json.loads((coder / "report.json").read_text())
+        recall = report["recall_at_k"]["test"].get(str(s.candidates))
+        tuned = report.get("f1_at_tuned_threshold", {})
+        summary = (f"; {s.candidate_coder} coder: test micro-F1 {tuned.get('test_micro_f1', float('nan')):.3f} at its "
+                   f"tuned threshold" + (f", recall@{s.candidates} {recall:.3f}" if recall is not None else ""))
+    sh([*prepare, "--out", s.out / "data", *extra], log)
     import pyarrow.parquet as pq
 
     rows = {split: pq.read_metadata(s.data / "verl" / f"{split}.parquet").num_rows
             for split in ("train", "val", "test")}
     codes = len(json.loads((s.data / "label_space.json").read_text()).get("codes", []))
-    return f"train/val/test {rows['train']}/{rows['val']}/{rows['test']} notes, {codes} codes in the label space"
+    return (f"train/val/test {rows['train']}/{rows['val']}/{rows['test']} notes, {codes} codes in the label space"
+            + summary)
 
 
 def _infer_cmd(s: Settings, model: Path, *, split: str = "test", prompt: str = "train",
@@ -301,7 +325,8 @@ def _grpo_overrides(s: Settings, name: str, steps: int) -> list[str]:
     """What the ladder varies in recipes/tiny/grpo_synthetic.yaml (paths come from the environment)."""
     mini = s.grpo_batch // 2 if s.grpo_batch % 2 == 0 else s.grpo_batch
     return [f"data.max_prompt_length={PROMPT_BUDGET}", f"data.max_response_length={RESPONSE_LENGTH}",
-            f"data.seed={s.seed}", f"data.train_batch_size={s.grpo_batch}",
+            f"data.seed={s.rl_seed}", f"actor_rollout_ref.rollout.seed={ROLLOUT_SEED + s.rl_seed}",
+            f"data.train_batch_size={s.grpo_batch}",
             # two policy updates per step (mini-batches of half the prompts)
             f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
             f"actor_rollout_ref.actor.optim.lr={s.grpo_lr}", f"actor_rollout_ref.rollout.n={s.rollouts}",
@@ -417,12 +442,20 @@ def phi_commands(s: Settings) -> dict[str, str]:
              # the scored hint-free validation of every round runs after the rounds, in one vLLM engine
              "trainer.val_before_train=false", f"trainer.test_freq={s.phi_steps}",
              f"data.val_max_samples={PHI_VAL_CHECK}",
-             f"+data.phi_seed={s.seed}"]
-    train = ("export TRAIN_FILE={train_file} CKPT_DIR={ckpt_dir}; A={prev_adapter}; "
-             f"TENSORBOARD_DIR={q(str(s.out / 'phi' / 'tensorboard'))}/round_{{round}} "
+             f"+data.phi_seed={s.rl_seed}", *s.phi_overrides]
+    if s.phi_resume == "checkpoint":
+        # the previous round's whole checkpoint (adapter, optimizer, step counter, data position), as the paper's
+        # release resumes; verl counts steps on, so round t ends at step t × phi_steps
+        hydra = [h for h in hydra if not h.startswith("trainer.total_training_steps=")]
+        start = "C={prev_checkpoint}; "
+        resume = (' ${{C:+"trainer.resume_mode=resume_path" "trainer.resume_from_path=$C"}}'
+                  f' "trainer.total_training_steps=$(({{round}} * {s.phi_steps}))"')
+    else:  # the previous round's LoRA adapter only: a fresh optimizer and step counter each round
+        start, resume = "A={prev_adapter}; ", ' ${{A:+"actor_rollout_ref.model.lora_adapter_path=$A"}}'
+    train = ("export TRAIN_FILE={train_file} CKPT_DIR={ckpt_dir}; " + start
+             + f"TENSORBOARD_DIR={q(str(s.out / 'phi' / 'tensorboard'))}/round_{{round}} "
              f"bash {q(str(REPO / 'recipes/tiny/grpo/run_cpu.sh'))} " + " ".join(q(h) for h in hydra)
-             + f" +data.phi_audit_file={q(str(rounds))}/round_{{round}}/hint_audit.jsonl"
-             + ' ${{A:+"actor_rollout_ref.model.lora_adapter_path=$A"}}'
+             + f" +data.phi_audit_file={q(str(rounds))}/round_{{round}}/hint_audit.jsonl" + resume
              + f" >> {q(str(logs))}/phi_round_{{round}}.log 2>&1")
     export = (f"{q(s.python('rl'))} -m verl.model_merger merge --backend fsdp --local_dir {{actor_dir}} "
               "--target_dir {export_dir}")
@@ -556,7 +589,7 @@ STAGES: list[Stage] = [
     Stage("tiny_model", "tiny Qwen2 model + tokenizer trained on the corpus", stage_tiny_model, clean=("models",),
           knobs=("seed", "pretrain_steps")),
     Stage("prepare", "prepare → SFT (ShareGPT) + RL (verl parquet) data, truncated to budget", stage_prepare,
-          clean=("data",)),
+          clean=("data", "candidates"), knobs=("candidates", "candidate_coder")),
     Stage("baseline", "zero-shot prompting baseline with the base model (vLLM CPU)", stage_baseline,
           clean=("predictions/zero_shot.jsonl",), knobs=("max_test",)),
     Stage("sft", "SFT with llamafactory-cli train (loss on the answer only)", stage_sft, clean=("models/sft",),
@@ -565,12 +598,13 @@ STAGES: list[Stage] = [
           clean=("predictions/sft.jsonl",), knobs=("max_test",)),
     Stage("grpo", "GRPO with verl + vLLM (CPU) and the F1 reward, from the SFT model", stage_grpo,
           clean=("models/grpo",), redo_clean=("grpo",),
-          knobs=("grpo_steps", "rollouts", "grpo_batch", "grpo_lr", "seed")),
+          knobs=("grpo_steps", "rollouts", "grpo_batch", "grpo_lr", "seed", "rl_seed")),
     Stage("grpo_eval", "hint-free inference of SFT + the GRPO adapter on the test split", stage_grpo_eval,
           clean=("predictions/grpo.jsonl",), knobs=("max_test",)),
     Stage("phi", "PHI rounds (data_tools.phi.rounds): refresh, hinted GRPO epoch, per-round validation", stage_phi,
           clean=("models/phi", "phi/val", "phi/val_eval"), redo_clean=("phi",),
-          knobs=("phi_rounds", "phi_steps", "max_train_infer", "rollouts", "grpo_batch", "grpo_lr", "seed")),
+          knobs=("phi_rounds", "phi_steps", "max_train_infer", "rollouts", "grpo_batch", "grpo_lr", "seed", "rl_seed",
+                 "phi_resume", "phi_override")),
     Stage("phi_eval", "hint-free inference of SFT + the last PHI round's adapter on the test split", stage_phi_eval,
           clean=("predictions/phi.jsonl",), knobs=("max_test",)),
 ]
@@ -681,6 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "longtail; MIMIC-III full has about 8,900)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for the corpus, the model and training (default %(default)s)")
+    p.add_argument("--rl-seed", type=int, default=None,
+                   help="seed of the GRPO and PHI stages alone (data order, vLLM sampling, PHI's hint draws; default: "
+                        "--seed), so that RL runs of several seeds start from one SFT model")
     p.add_argument("--pretrain-steps", type=int, default=200,
                    help="plain language-model steps on the notes before SFT (default %(default)s), standing in for "
                         "the pretrained backbone the paper starts from")
@@ -706,6 +743,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-infer", type=int, default=64,
                    help="PHI works on the first N training samples (hint-free inference and pools every round; "
                         "default %(default)s, more than --phi-steps x --grpo-batch draws; 0 = all)")
+    p.add_argument("--phi-resume", choices=("adapter", "checkpoint"), default="adapter",
+                   help="what PHI round t >= 2 starts from: the previous round's LoRA adapter with a fresh optimizer "
+                        "(default) or its whole verl checkpoint (adapter, optimizer state, step counter), as the "
+                        "paper's release does")
+    p.add_argument("--phi-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Hydra override added to every PHI round's GRPO command (repeatable), e.g. "
+                        "+data.phi_hint_style=neutral or +data.phi_inject_prob=0 for PHI's controls")
+    p.add_argument("--candidates", type=int, default=0, metavar="K",
+                   help="list a discriminative coder's top K candidates in every prompt of every split (trained on "
+                        "the corpus by data_tools.evaluation.candidates, training notes cross-fitted; default 0: "
+                        "none, the paper's prompt)")
+    p.add_argument("--candidate-coder", choices=("knn", "linear"), default="linear",
+                   help="the coder behind --candidates (default %(default)s)")
     p.add_argument("--from-stage", choices=[st.name for st in STAGES], default=None,
                    help="redo this stage and every later one even if they were finished")
     p.add_argument("--venvs", type=Path, default=Path(os.environ.get("LLM4ICD_VENVS", REPO / ".venvs")),
@@ -716,10 +766,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings(out=args.out.resolve(), n_admissions=args.n_admissions, label_profile=args.label_profile,
                     n_codes=args.n_codes, seed=args.seed,
+                    rl_seed=args.seed if args.rl_seed is None else args.rl_seed,
                     pretrain_steps=args.pretrain_steps, sft_steps=args.sft_steps, sft_lr=args.sft_lr,
                     grpo_steps=args.grpo_steps, phi_rounds=args.phi_rounds, phi_steps=args.phi_steps,
                     rollouts=args.rollouts, grpo_batch=args.grpo_batch, grpo_lr=args.grpo_lr,
-                    max_test=args.max_test, max_train_infer=args.max_train_infer, venvs=args.venvs.resolve())
+                    max_test=args.max_test, max_train_infer=args.max_train_infer,
+                    phi_resume=args.phi_resume, phi_overrides=tuple(args.phi_override), candidates=args.candidates,
+                    candidate_coder=args.candidate_coder, venvs=args.venvs.resolve())
 
 
 def _newest_log(s: Settings, stage: str, log: Path) -> Path:

@@ -7,6 +7,8 @@ round one GRPO epoch, adapter export, hint-free inference on the training split 
 The three commands are shell templates (recipes/launch.py phi fills them for verl + vLLM on GPUs) with
 ``{placeholders}``, each value shell-quoted:
   train:  {round} {train_file} {ckpt_dir} {prev_adapter} (empty in round 1: start from the SFT model)
+          {prev_checkpoint} (the previous round's last global_step_N folder, empty in round 1: resume the whole
+          checkpoint, optimizer and step counter included, instead of the adapter alone)
   export: {round} {actor_dir} (global_step_N/actor of the round's last checkpoint) {export_dir}
   infer:  {round} {adapter} (empty in round 0: the SFT model) {predictions} (JSONL to write)
 Layout: run-dir/round_0/predictions.jsonl, run-dir/round_<t>/{train.parquet, checkpoints/, TRAINED,
@@ -35,7 +37,7 @@ from llm4icd_plugins import atomic
 from llm4icd_plugins.errors import UserError
 
 PLACEHOLDERS = {
-    "train": {"round", "train_file", "ckpt_dir", "prev_adapter"},
+    "train": {"round", "train_file", "ckpt_dir", "prev_adapter", "prev_checkpoint"},
     "export": {"round", "actor_dir", "export_dir"},
     "infer": {"round", "adapter", "predictions"},
 }
@@ -162,8 +164,10 @@ class Rounds:
         if done.exists():
             return
         prev = "" if t == 1 else str(self.round_dir(t - 1) / "export" / ADAPTER_SUBDIR)
+        prev_checkpoint = "" if t == 1 else str(self.actor_dir(t - 1).parent)
         self._run("train", {"round": t, "train_file": self.round_dir(t) / "train.parquet",
-                            "ckpt_dir": self.round_dir(t) / "checkpoints", "prev_adapter": prev})
+                            "ckpt_dir": self.round_dir(t) / "checkpoints", "prev_adapter": prev,
+                            "prev_checkpoint": prev_checkpoint})
         self.actor_dir(t)  # the command must have left a checkpoint
         atomic.write_text(done, "ok\n")
 

@@ -170,9 +170,11 @@ with log.open("a") as fh:
     fh.write(f"{kind} {rnd}\n")
 fail = os.environ.get("PHI_TEST_FAIL", "")
 if kind == "train":
-    train_file, ckpt, prev = sys.argv[3:6]
+    train_file, ckpt, prev, prev_ckpt = sys.argv[3:7]
     assert "phi" in open(train_file, "rb").read().decode("latin-1")
     assert (prev == "") == (rnd == 1), prev
+    assert prev_ckpt == ("" if rnd == 1 else str(pathlib.Path(ckpt).parents[1] / f"round_{rnd - 1}" / "checkpoints"
+                                                 / f"global_step_{(rnd - 1) * 10}")), prev_ckpt
     step = pathlib.Path(ckpt) / f"global_step_{rnd * 10}" / "actor"
     step.mkdir(parents=True, exist_ok=True)
     if fail == f"train {rnd}":
@@ -207,7 +209,7 @@ def rounds_env(tmp_path, train, monkeypatch):
     monkeypatch.setenv("PHI_TEST_GOLD", json.dumps(GOLD))
     py = sys.executable
     commands = {
-        "train": f"{py} {script} train {{round}} {{train_file}} {{ckpt_dir}} {{prev_adapter}}",
+        "train": f"{py} {script} train {{round}} {{train_file}} {{ckpt_dir}} {{prev_adapter}} {{prev_checkpoint}}",
         "export": f"{py} {script} export {{round}} {{actor_dir}} {{export_dir}}",
         "infer": f"{py} {script} infer {{round}} {{adapter}} {{predictions}}",
     }
