@@ -3,6 +3,7 @@
     python bench/exp_ladder.py seeds        --base outputs/quickstart --out outputs/exp_seeds
     python bench/exp_ladder.py phi-controls --base outputs/quickstart --out outputs/exp_phi_controls
     python bench/exp_ladder.py phi-resume   --base outputs/quickstart --out outputs/exp_phi_resume
+    python bench/exp_ladder.py grpo-lr      --base outputs/quickstart --out outputs/exp_grpo_lr
     python bench/exp_ladder.py candidates   --base outputs/quickstart --out outputs/exp_candidates
 
 - ``seeds``: GRPO and PHI with RL seeds 1 and 2 from the base run's SFT model (the base run is seed 0): test
@@ -12,6 +13,8 @@
   (``phi_inject_prob=0``): hint-free validation micro/macro-F1 and recall per bucket after the round.
 - ``phi-resume``: PHI rounds t ≥ 2 from the previous round's whole verl checkpoint (optimizer state and step
   counter included, as the paper's release) against the default, the adapter alone (the base run).
+- ``grpo-lr``: GRPO alone at learning rates 1e-3 and 3e-4 against the default 3e-3 (the base run): does a
+  smaller step keep what SFT learned?
 - ``candidates``: the whole ladder from ``prepare`` with the linear coder's top-10 candidates in every prompt
   (training notes cross-fitted), against the base run without them; plus the coder's own scores.
 
@@ -68,6 +71,9 @@ EXPERIMENTS = {
         "inject0": ["--phi-rounds", "1", "--phi-override", "+data.phi_inject_prob=0"],
     }, "rounds"),
     "phi-resume": Experiment("phi", {"adapter": BASE, "checkpoint": ["--phi-resume", "checkpoint"]}, "table+rounds"),
+    "grpo-lr": Experiment("grpo", {"lr_3e-3": BASE,
+                                   "lr_1e-3": ["--grpo-lr", "1e-3", "--phi-rounds", "0"],
+                                   "lr_3e-4": ["--grpo-lr", "3e-4", "--phi-rounds", "0"]}, "table"),
     "candidates": Experiment("prepare", {"none": BASE, "linear_top10": ["--candidates", "10"]}, "table"),
 }
 
@@ -122,7 +128,7 @@ def rung_scores(run: Path) -> dict[str, dict]:
     scores = {}
     for rung in RUNGS:
         path = run / "eval" / rung / "metrics.json"
-        if path.exists():
+        if path.exists() and (run / "predictions" / f"{rung}.jsonl").exists():
             m = json.loads(path.read_text())
             scores[rung] = {"micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"], "ci": m.get("ci") or {},
                             "recall": {b["bucket"]: b["micro_recall"] for b in m.get("buckets", []) if b["n_codes"]}}

@@ -184,7 +184,9 @@ def parser() -> argparse.ArgumentParser:
         f"backbones ({backbone_dir()}): {', '.join(list_backbones())}; default {DEFAULT_BACKBONE}. "
         f"profiles: {', '.join(list_profiles())}; default {DEFAULT_PROFILE} (README: settings table). "
         "Environment: BACKBONE, PROFILE, LLM4ICD_DATA_ROOT [data/prepared], MODEL_PATH, OUTPUT_DIR, TRAIN_FILE, "
-        "VAL_FILE, CKPT_DIR, MAX_RESPONSE_LENGTH, NNODES [1], GPUS_PER_NODE [4] (recipes/README.md)."))
+        "VAL_FILE, CKPT_DIR, LORA_ADAPTER_PATH, RESUME_FROM (a global_step_N folder), MAX_RESPONSE_LENGTH, "
+        "PHI_ROUNDS [3], PHI_RUN_DIR, PHI_RESUME [adapter|checkpoint], NNODES [1], GPUS_PER_NODE [4] "
+        "(recipes/README.md)."))
     p.add_argument("stage", choices=STAGES, help="sft, merge (SFT adapter into its base), grpo, phi, infer")
     p.add_argument("dataset", choices=DATASETS, help="prepared variant")
     p.add_argument("--backbone", default=os.environ.get("BACKBONE"),
@@ -240,6 +242,11 @@ def run(args) -> int:
         _need(adapter / "adapter_config.json", "LoRA adapter (adapter_config.json) at LORA_ADAPTER_PATH",
               "point LORA_ADAPTER_PATH at an exported adapter, or unset it for a fresh LoRA")
         cmd.append(f"actor_rollout_ref.model.lora_adapter_path={adapter}")
+    if os.environ.get("RESUME_FROM"):
+        step = Path(os.environ["RESUME_FROM"])
+        _need(step / "actor", "verl checkpoint (global_step_N/actor) at RESUME_FROM",
+              "point RESUME_FROM at a global_step_N folder of an earlier run, or unset it")
+        cmd += ["trainer.resume_mode=resume_path", f"trainer.resume_from_path={step}"]
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
@@ -318,11 +325,21 @@ def _phi_stage(args, backbone: Backbone, profile: dict, data_dir: Path) -> int:
     pick = f"--backbone {shlex.quote(str(args.backbone or backbone.name))} --profile {profile['name']}"
     extra = " ".join(shlex.quote(o) for o in args.overrides)
     run_dir = Path(os.environ.get("PHI_RUN_DIR") or REPO / "outputs" / backbone.name / "phi" / args.dataset)
-    train = ("TRAIN_FILE={train_file} CKPT_DIR={ckpt_dir} LORA_ADAPTER_PATH={prev_adapter} "
-             f"OUTPUT_DIR={shlex.quote(str(run_dir))} "
+    resume = os.environ.get("PHI_RESUME", "adapter")
+    if resume not in ("adapter", "checkpoint"):
+        raise user_error(None, f"PHI_RESUME={resume!r} is not a resume mode",
+                         "set PHI_RESUME=adapter (round t >= 2 starts from the previous round's LoRA adapter with a "
+                         "fresh optimizer) or checkpoint (from its whole verl checkpoint: adapter, optimizer state, "
+                         "step counter)")
+    # checkpoint: verl counts steps on from the previous round, so round t trains the t-th of t epochs
+    start = ("RESUME_FROM={prev_checkpoint} " if resume == "checkpoint" else "LORA_ADAPTER_PATH={prev_adapter} ")
+    epochs = "{round}" if resume == "checkpoint" else "1"
+    print(f"{PROG}: PHI round t >= 2 starts from the previous round's "
+          + ("whole checkpoint" if resume == "checkpoint" else "LoRA adapter") + " (PHI_RESUME)", file=sys.stderr)
+    train = ("TRAIN_FILE={train_file} CKPT_DIR={ckpt_dir} " + start + f"OUTPUT_DIR={shlex.quote(str(run_dir))} "
              f"MAX_RESPONSE_LENGTH={length} {me} grpo {args.dataset} {pick} "
              "data.custom_cls.path=pkg://llm4icd_plugins.verl.dataset data.custom_cls.name=PHIDataset "
-             "trainer.total_epochs=1 trainer.experiment_name=phi_round{round} " + extra)
+             f"trainer.total_epochs={epochs} trainer.experiment_name=phi_round{{round}} " + extra)
     export = (f"{shlex.quote(sys.executable)} -m verl.model_merger merge --backend fsdp "
               "--local_dir {actor_dir} --target_dir {export_dir}")
     infer = (f"MAX_RESPONSE_LENGTH={length} {me} infer {args.dataset} {pick} "

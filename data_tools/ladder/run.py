@@ -485,6 +485,8 @@ def bucket_recall(metrics: dict) -> dict[str, float | None]:
 
 def stage_phi(s: Settings, log: Path) -> str:
     """PHI rounds (data_tools.phi.rounds), then the per-round statistics and hint-free validation scores."""
+    if not s.phi_rounds:
+        return "skipped (--phi-rounds 0)"
     train = _phi_train_file(s)
     sh([s.python("rl"), "-m", "data_tools.phi.rounds", "--out", s.rounds, "--train", train,
         "--rounds", s.phi_rounds, *[f"--{kind}-cmd={cmd}" for kind, cmd in phi_commands(s).items()]], log,
@@ -579,6 +581,8 @@ def audit_hints(audit: Path, round_file: Path) -> dict:
 
 
 def stage_phi_eval(s: Settings, log: Path) -> str:
+    if not s.phi_rounds:
+        return "skipped (--phi-rounds 0)"
     return _infer(s, log, s.models / "sft" / "merged", s.preds / "phi.jsonl", lora=s.models / "phi" / "lora_adapter",
                   max_samples=s.max_test)
 
@@ -686,10 +690,19 @@ def _plot_reward_curves(s: Settings) -> None:
     plt.close(fig)
 
 
-STAGES.append(Stage("report", "evaluate every rung; Table 1 layout with intervals and buckets, plots", stage_report))
+STAGES.append(Stage("report", "evaluate every rung; Table 1 layout with intervals and buckets, plots", stage_report,
+                    clean=("eval", "table.md", "table.csv", "table_buckets.csv", "reward_curves.png")))
 
 
 # --- driver -------------------------------------------------------------------------------------------
+
+def _non_negative(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
 
 def _positive(text: str) -> int:
     """argparse type: an integer of at least 1."""
@@ -726,8 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sft-lr", type=float, default=1e-3,
                    help="SFT learning rate (default %(default)s: a tiny model needs far more than the paper's 1e-5)")
     p.add_argument("--grpo-steps", type=_positive, default=6, help="GRPO steps (default %(default)s)")
-    p.add_argument("--phi-rounds", type=_positive, default=3,
-                   help="PHI rounds, each a pool refresh and one hinted GRPO epoch (default %(default)s; paper 3 to 5)")
+    p.add_argument("--phi-rounds", type=_non_negative, default=3,
+                   help="PHI rounds, each a pool refresh and one hinted GRPO epoch (default %(default)s; paper 3 to 5; "
+                        "0: the ladder ends with GRPO)")
     p.add_argument("--phi-steps", type=_positive, default=2,
                    help="steps of each PHI round's hinted GRPO epoch (default %(default)s)")
     p.add_argument("--rollouts", type=_positive, default=8,

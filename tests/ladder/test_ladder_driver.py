@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -216,6 +217,52 @@ def test_phi_train_command_continues_from_the_previous_adapter(stub_tools):
         assert not any(a.startswith(("data.train_files", "data.val_files", "actor_rollout_ref.model.path"))
                        for a in call["args"]), "paths come from the recipe's environment variables"
         assert "verl says hello" in (s.out / "logs" / f"phi_round_{t}.log").read_text()
+
+
+def test_phi_checkpoint_resume_seed_and_overrides_reach_every_round(stub_tools):
+    """--phi-resume checkpoint: round t >= 2 resumes verl's whole checkpoint of round t-1 and stops at step
+    t x phi_steps; --rl-seed seeds the data order, vLLM and the hint draws; --phi-override reaches every round."""
+    s, calls = stub_tools
+    s = replace(s, phi_resume="checkpoint", rl_seed=7, phi_overrides=("+data.phi_hint_style=neutral",))
+    template = ladder.phi_commands(s)["train"]
+    check_template("train", template)
+    prev = s.rounds / "round_1" / "checkpoints" / "global_step_2"
+    for t, previous in ((1, ""), (2, prev)):
+        _shell(_fill(template, {"round": t, "train_file": s.rounds / f"round_{t}" / "train.parquet",
+                                "ckpt_dir": s.rounds / f"round_{t}" / "checkpoints", "prev_adapter": "/x/adapter",
+                                "prev_checkpoint": previous}))
+    first, second = (c["args"] for c in calls())
+    assert [a for a in first if a.startswith("trainer.total_training_steps=")] == ["trainer.total_training_steps=2"]
+    assert [a for a in second if a.startswith("trainer.total_training_steps=")] == ["trainer.total_training_steps=4"]
+    assert not any(a.startswith("trainer.resume") for a in first)
+    assert {"trainer.resume_mode=resume_path", f"trainer.resume_from_path={prev}"} <= set(second)
+    for args in (first, second):
+        assert not any(a.startswith("actor_rollout_ref.model.lora_adapter_path") for a in args)
+        assert {"data.seed=7", "+data.phi_seed=7", f"actor_rollout_ref.rollout.seed={ladder.ROLLOUT_SEED + 7}",
+                "+data.phi_hint_style=neutral"} <= set(args)
+
+
+def test_phi_checkpoint_resume_composes_with_verls_config(stub_tools):
+    """The round-2 overrides of --phi-resume checkpoint, on the tiny recipe, through verl's own config checks."""
+    pytest.importorskip("verl")
+    from hydra import compose, initialize_config_dir
+    from verl.utils.config import validate_config
+
+    s, calls = stub_tools
+    s = replace(s, phi_resume="checkpoint", phi_overrides=("+data.phi_inject_prob=0",))
+    _shell(_fill(ladder.phi_commands(s)["train"], {
+        "round": 2, "train_file": "/r/train.parquet", "ckpt_dir": "/r/ckpt", "prev_adapter": "/x",
+        "prev_checkpoint": "/r/round_1/checkpoints/global_step_2"}))
+    overrides = [a for a in calls()[0]["args"] if not a.startswith("+ray_kwargs")]
+    env = {"TRAIN_FILE": "/r/train.parquet", "VAL_FILE": "/r/val.parquet", "MODEL_PATH": "/m", "CKPT_DIR": "/r/ckpt"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "recipes"), version_base=None):
+            cfg = compose(config_name="tiny/grpo_synthetic", overrides=overrides)
+    assert cfg.trainer.resume_mode == "resume_path" and cfg.trainer.total_training_steps == 4
+    assert cfg.data.phi_inject_prob == 0
+    validate_config(cfg, use_reference_policy=True, use_critic=False)
 
 
 def test_phi_infer_command_writes_the_predictions_file_with_and_without_adapter(stub_tools):

@@ -518,6 +518,51 @@ def test_phi_steps_are_plain_launcher_commands(tmp_path):
     assert "__train" not in " ".join(cmd)
 
 
+@pytest.mark.parametrize("mode", ["adapter", "checkpoint"])
+def test_phi_rounds_resume_the_adapter_or_the_whole_checkpoint(tmp_path, mode):
+    """PHI_RESUME=checkpoint: round t >= 2 is verl's resume from the previous round's global_step folder (optimizer
+    and step counter included) and trains the t-th epoch; the default continues from the exported adapter."""
+    _fake_prepared(tmp_path / "prepared", DEFAULT_BACKBONE, "mimic3_full")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    env = {"LLM4ICD_DATA_ROOT": str(tmp_path / "prepared"), "MODEL_PATH": str(tmp_path / "m"), "PHI_RESUME": mode}
+    proc = _launch([RECIPES / "phi_mimic3_full.sh", "--dry-run"], env)
+    assert proc.returncode == 0, proc.stderr
+    cmd = shlex.split(proc.stdout.strip().splitlines()[-1])
+    train = cmd[cmd.index("--train-cmd") + 1]
+    if mode == "checkpoint":
+        assert "RESUME_FROM={prev_checkpoint}" in train and "trainer.total_epochs={round}" in train
+        assert "LORA_ADAPTER_PATH" not in train and "whole checkpoint" in proc.stderr
+    else:
+        assert "LORA_ADAPTER_PATH={prev_adapter}" in train and "trainer.total_epochs=1" in train
+        assert "RESUME_FROM" not in train
+    # round 2 of the checkpoint mode, as phi.rounds fills it: the grpo command verl would run
+    step = tmp_path / "run" / "round_1" / "checkpoints" / "global_step_7"
+    (step / "actor").mkdir(parents=True)
+    proc = _launch([RECIPES / "launch.sh", "grpo", "mimic3_full", "--dry-run", "trainer.total_epochs=2"],
+                   {**env, "RESUME_FROM": str(step)})
+    assert proc.returncode == 0, proc.stderr
+    grpo = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert "trainer.resume_mode=resume_path" in grpo and f"trainer.resume_from_path={step}" in grpo
+    overrides = [c for c in grpo[grpo.index("grpo/mimic3_full") + 1:] if not c.startswith("hydra.")]
+    cfg = _compose("grpo/mimic3_full", overrides)
+    assert cfg.trainer.resume_mode == "resume_path" and cfg.trainer.resume_from_path == str(step)
+    _verl_checks(cfg)
+    proc = _launch([RECIPES / "launch.sh", "grpo", "mimic3_full", "--dry-run"],
+                   {**env, "RESUME_FROM": str(tmp_path / "nowhere" / "global_step_3")})
+    assert proc.returncode == 2 and "RESUME_FROM" in proc.stderr
+
+
+def test_unknown_phi_resume_mode_is_refused(tmp_path):
+    _fake_prepared(tmp_path / "prepared", DEFAULT_BACKBONE, "mimic3_full")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    proc = _launch([RECIPES / "phi_mimic3_full.sh", "--dry-run"],
+                   {"LLM4ICD_DATA_ROOT": str(tmp_path / "prepared"), "MODEL_PATH": str(tmp_path / "m"),
+                    "PHI_RESUME": "optimizer"})
+    assert proc.returncode == 2 and "PHI_RESUME" in proc.stderr and "Fix:" in proc.stderr
+
+
 def test_refresh_inference_uses_every_gpu_at_grpos_response_length(tmp_path, monkeypatch):
     """`launch.py infer` (the PHI refresh and the evaluation): tensor parallel over the node's GPUs, greedy, at the
     response length GRPO trains with, with the backbone's chat-template switch."""
