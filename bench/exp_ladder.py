@@ -218,7 +218,7 @@ def coder_markdown(runs: dict[str, Path]) -> tuple[str, dict]:
         for split, by_k in rep["recall_at_k"].items():
             f1 = [_pct(tuned.get("test_micro_f1")), _pct(tuned.get("test_macro_f1"))] if split == "test" else ["–", "–"]
             lines.append(f"| {name} | {split} | " + " | ".join(f1) + " | "
-                         + " | ".join(_pct(by_k.get(k)) for k in ks) + " |")
+                         + " | ".join(_pct((by_k.get(k) or {}).get("micro")) for k in ks) + " |")
     return "\n".join(lines) + "\n", reports
 
 

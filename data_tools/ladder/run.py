@@ -252,7 +252,7 @@ def stage_prepare(s: Settings, log: Path) -> str:
             "--no-progress"], log)
         extra = ["--candidates", coder, "--top-k", s.candidates]
         report = json.loads((coder / "report.json").read_text())
-        recall = report["recall_at_k"]["test"].get(str(s.candidates))
+        recall = (report["recall_at_k"]["test"].get(str(s.candidates)) or {}).get("micro")
         tuned = report.get("f1_at_tuned_threshold", {})
         summary = (f"; {s.candidate_coder} coder: test micro-F1 {tuned.get('test_micro_f1', float('nan')):.3f} at its "
                    f"tuned threshold" + (f", recall@{s.candidates} {recall:.3f}" if recall is not None else ""))
