@@ -3,6 +3,7 @@
     python bench/exp_ladder.py seeds        --base outputs/quickstart --out outputs/exp_seeds
     python bench/exp_ladder.py phi-controls --base outputs/quickstart --out outputs/exp_phi_controls
     python bench/exp_ladder.py phi-resume   --base outputs/quickstart --out outputs/exp_phi_resume
+    python bench/exp_ladder.py rerun        --base outputs/quickstart --out outputs/exp_rerun
     python bench/exp_ladder.py grpo-lr      --base outputs/quickstart --out outputs/exp_grpo_lr
     python bench/exp_ladder.py candidates   --base outputs/quickstart --out outputs/exp_candidates
 
@@ -13,6 +14,7 @@
   (``phi_inject_prob=0``): hint-free validation micro/macro-F1 and recall per bucket after the round.
 - ``phi-resume``: PHI rounds t ≥ 2 from the previous round's whole verl checkpoint (optimizer state and step
   counter included, as the paper's release) against the default, the adapter alone (the base run).
+- ``rerun``: GRPO again with the base run's seed: how reproducible the RL stage is for a fixed seed.
 - ``grpo-lr``: GRPO alone at learning rates 1e-3 and 3e-4 against the default 3e-3 (the base run): does a
   smaller step keep what SFT learned?
 - ``candidates``: the whole ladder from ``prepare`` with the linear coder's top-10 candidates in every prompt
@@ -71,6 +73,7 @@ EXPERIMENTS = {
         "inject0": ["--phi-rounds", "1", "--phi-override", "+data.phi_inject_prob=0"],
     }, "rounds"),
     "phi-resume": Experiment("phi", {"adapter": BASE, "checkpoint": ["--phi-resume", "checkpoint"]}, "table+rounds"),
+    "rerun": Experiment("grpo", {"first": BASE, "rerun": ["--phi-rounds", "0"]}, "table"),
     "grpo-lr": Experiment("grpo", {"lr_3e-3": BASE,
                                    "lr_1e-3": ["--grpo-lr", "1e-3", "--phi-rounds", "0"],
                                    "lr_3e-4": ["--grpo-lr", "3e-4", "--phi-rounds", "0"]}, "table"),

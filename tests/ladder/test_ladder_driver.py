@@ -373,3 +373,41 @@ def test_phi_train_rows_are_the_first_inferred_rows_beside_their_notes(stub_tool
     assert ladder._phi_train_file(s) == train
     full = ladder._settings(ladder.build_parser().parse_args(["--out", str(s.out), "--max-train-infer", "0"]))
     assert ladder._phi_train_file(full) == s.data / "verl" / "train.parquet"
+
+
+def test_candidates_prepare_a_plain_variant_train_the_coder_then_prepare_with_its_candidates(tmp_path, monkeypatch):
+    """--candidates K: the coder trains on a plain variant (never on prompts that list its own candidates), and the
+    variant every later stage reads is prepared with that coder's folder and K."""
+    calls = []
+
+    def fake_sh(cmd, log, **_):
+        cmd = [str(c) for c in cmd]
+        calls.append(cmd)
+        if "data_tools.build.prepare" in cmd:
+            variant = Path(cmd[cmd.index("--out") + 1]) / ladder.VARIANT
+            (variant / "verl").mkdir(parents=True, exist_ok=True)
+            for split in ("train", "val", "test"):
+                pd.DataFrame({"x": [1, 2]}).to_parquet(variant / "verl" / f"{split}.parquet")
+            (variant / "label_space.json").write_text(json.dumps({"codes": ["401.9", "428.0"]}))
+        else:
+            out = Path(cmd[cmd.index("--out") + 1])
+            out.mkdir(parents=True)
+            (out / "report.json").write_text(json.dumps({
+                "recall_at_k": {"test": {"10": {"micro": 0.74}}}, "f1_at_tuned_threshold": {"test_micro_f1": 0.77}}))
+
+    monkeypatch.setattr(ladder, "sh", fake_sh)
+    args = ladder.build_parser().parse_args(["--out", str(tmp_path), "--candidates", "10",
+                                             "--candidate-coder", "knn"])
+    summary = ladder.stage_prepare(ladder._settings(args), tmp_path / "log")
+    plain, coder, final = calls
+    assert "data_tools.evaluation.candidates" in coder and coder[coder.index("--coder") + 1] == "knn"
+    assert coder[coder.index("--data") + 1] == str(tmp_path / "candidates" / "plain" / ladder.VARIANT)
+    assert plain[plain.index("--out") + 1] == str(tmp_path / "candidates" / "plain") and "--candidates" not in plain
+    assert final[final.index("--out") + 1] == str(tmp_path / "data")
+    assert final[final.index("--candidates") + 1] == coder[coder.index("--out") + 1]
+    assert final[final.index("--top-k") + 1] == "10"
+    assert "recall@10 0.740" in summary and "knn coder" in summary
+    calls.clear()
+    args = ladder.build_parser().parse_args(["--out", str(tmp_path / "plain_run")])
+    ladder.stage_prepare(ladder._settings(args), tmp_path / "log")
+    assert len(calls) == 1 and "--candidates" not in calls[0], "the default prepares once, the paper's prompt"
