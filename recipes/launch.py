@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from any folder: the project's packages next to recipes/
     sys.path.insert(0, str(REPO))
 
+from data_tools.build.prompt_candidates import read_candidates  # noqa: E402
 from llm4icd_plugins.atomic import write_text  # noqa: E402
 from llm4icd_plugins.backbones import (  # noqa: E402
     DEFAULT_BACKBONE, Backbone, backbone_dir, backbone_path, list_backbones, load_backbone)
@@ -35,6 +36,7 @@ STAGES = ("sft", "merge", "grpo", "phi", "infer")
 DATASETS = ("mimic3_full", "mimic3_top50", "mimic4_full", "mimic4_top50")
 PROFILE_DIR = RECIPES / "profiles"
 DEFAULT_PROFILE = "paper"
+DEFAULT_TOP_K = 10
 PROG = "recipes/launch.py"
 
 
@@ -78,12 +80,86 @@ def response_length(dataset: str, profile: dict, data_dir: Path) -> tuple[int, s
     return fixed, f"profile {profile['name']}"
 
 
+def candidates_knob() -> tuple[Path | None, int]:
+    """CANDIDATES (a data_tools.evaluation.candidates folder) and CANDIDATES_TOP_K: the coder's top K candidates
+    listed in every prompt, from the variant <dataset>_cand<K>; (None, K) for the paper's prompt."""
+    folder, raw_k = os.environ.get("CANDIDATES"), os.environ.get("CANDIDATES_TOP_K")
+    if not folder:
+        if raw_k:
+            raise user_error(None, "CANDIDATES_TOP_K is the number of candidates listed with CANDIDATES",
+                             "set CANDIDATES to the coder's candidates folder too, or unset CANDIDATES_TOP_K")
+        return None, DEFAULT_TOP_K
+    try:
+        top_k = int(raw_k) if raw_k else DEFAULT_TOP_K
+    except ValueError:
+        top_k = 0
+    if top_k < 1:
+        raise user_error(None, f"CANDIDATES_TOP_K={raw_k!r} is not a whole number of 1 or more",
+                         f"set CANDIDATES_TOP_K to the candidates listed per prompt (default {DEFAULT_TOP_K})")
+    return Path(folder).absolute(), top_k
+
+
+def variant_name(dataset: str) -> str:
+    """The prepared variant's folder name, also the name of the run's output folders: <dataset>_cand<K> with
+    CANDIDATES, so plain and candidate variants (and their runs) sit side by side."""
+    folder, top_k = candidates_knob()
+    return f"{dataset}_cand{top_k}" if folder else dataset
+
+
 def prepare_command(dataset: str, backbone: Backbone, profile: dict, root: Path) -> str:
-    """The `data_tools.build.prepare` command that writes the variant this launch needs."""
-    corpus = dataset.split("_", 1)[0]
-    return (f"python -m data_tools.build.prepare {corpus} --root <{corpus.upper()} tables folder> "
-            f"--backbone {backbone.name} --max-prompt-length {profile['grpo']['max_prompt_length']} "
-            f"--cutoff-len {profile['sft']['cutoff_len']} --out {root / backbone.name}")
+    """The `data_tools.build.prepare` command that writes the variant this launch needs. prepare names its folders
+    <corpus>_<full|top50> under --out, so a candidate variant is prepared aside and moved to <dataset>_cand<K>
+    (its dataset names inside stay <dataset>_<split>, the names the SFT config asks for)."""
+    corpus, scope = dataset.split("_", 1)
+    parent = root / backbone.name
+    cmd = (f"python -m data_tools.build.prepare {corpus} --root <{corpus.upper()} tables folder> "
+           f"--backbone {backbone.name} --max-prompt-length {profile['grpo']['max_prompt_length']} "
+           f"--cutoff-len {profile['sft']['cutoff_len']}")
+    folder, top_k = candidates_knob()
+    if folder is None:
+        return f"{cmd} --out {shlex.quote(str(parent))}"
+    target = parent / variant_name(dataset)
+    aside = target.with_name(target.name + ".prepare")
+    return (f"{cmd} --candidates {shlex.quote(str(folder))} --top-k {top_k} --variants {scope} "
+            f"--out {shlex.quote(str(aside))} && mv {shlex.quote(str(aside / dataset))} {shlex.quote(str(target))} "
+            f"&& rmdir {shlex.quote(str(aside))}")
+
+
+def _candidates_check(data_dir: Path, prepare: str) -> None:
+    """The variant's prompts list what the run asks for: with CANDIDATES, stats.json records candidates from the same
+    files (prepare's sha256) and the same top K; without it, a variant prepared with candidates is refused."""
+    folder, top_k = candidates_knob()
+    stats = data_dir / "stats.json"
+    if not stats.is_file():
+        if folder is not None:
+            raise user_error(stats, "no stats.json of the prepared candidate variant", prepare)
+        return
+    try:
+        recorded = json.loads(stats.read_text(encoding="utf-8")).get("candidates")
+    except (json.JSONDecodeError, AttributeError):
+        raise user_error(stats, "is not a stats.json written by data_tools.build.prepare",
+                         f"remove {data_dir} and {prepare}") from None
+    if folder is None:
+        if recorded:
+            k = recorded.get("top_k")
+            raise user_error(stats, f"the variant's prompts list a coder's top {k} candidates (prepared with "
+                             f"--candidates {recorded.get('source')}), and CANDIDATES is not set",
+                             f"for a candidate run move this folder to {data_dir}_cand{k} and set CANDIDATES to "
+                             f"that coder's folder and CANDIDATES_TOP_K={k}; for the paper's prompt remove "
+                             f"{data_dir} and {prepare}")
+        return
+    redo = f"remove {data_dir} and {prepare}"
+    if not isinstance(recorded, dict):
+        raise user_error(stats, "the variant was prepared without --candidates, and CANDIDATES is set", redo)
+    if recorded.get("top_k") != top_k:
+        raise user_error(stats, f"the variant lists the top {recorded.get('top_k')} candidates, CANDIDATES_TOP_K is "
+                         f"{top_k}", f"set CANDIDATES_TOP_K={recorded.get('top_k')} for that variant, or {redo}")
+    sha256 = read_candidates(folder).sha256
+    if recorded.get("sha256") != sha256:
+        raise user_error(stats, f"the variant's candidates come from other files (sha256 "
+                         f"{str(recorded.get('sha256'))[:12]}, prepared from {recorded.get('source')}) than those in "
+                         f"CANDIDATES {folder} (sha256 {sha256[:12]})",
+                         f"set CANDIDATES to the folder the variant was prepared from, or {redo}")
 
 
 def _need(path: Path, what: str, fix: str) -> None:
@@ -114,7 +190,8 @@ def grpo_command(args, backbone: Backbone, profile: dict, data_dir: Path) -> tup
     env = dict(os.environ)
     env["TRAIN_FILE"] = os.environ.get("TRAIN_FILE") or str(data_dir / "verl" / "train.parquet")
     env["VAL_FILE"] = os.environ.get("VAL_FILE") or str(data_dir / "verl" / "val.parquet")
-    out = Path(os.environ.get("OUTPUT_DIR") or REPO / "outputs" / backbone.name / "grpo" / args.dataset)
+    out = Path(os.environ.get("OUTPUT_DIR") or REPO / "outputs" / backbone.name / "grpo"
+               / variant_name(args.dataset))
     env["CKPT_DIR"] = os.environ.get("CKPT_DIR") or str(out / "checkpoints")
     env["TENSORBOARD_DIR"] = os.environ.get("TENSORBOARD_DIR") or str(out / "tensorboard")
     env["MODEL_PATH"] = str(_model_path(backbone, args.dataset))
@@ -136,7 +213,8 @@ def grpo_command(args, backbone: Backbone, profile: dict, data_dir: Path) -> tup
 
 
 def _model_path(backbone: Backbone, dataset: str) -> Path:
-    return Path(os.environ.get("MODEL_PATH") or REPO / "outputs" / backbone.name / "sft" / dataset / "merged")
+    sft = REPO / "outputs" / backbone.name / "sft" / variant_name(dataset)
+    return Path(os.environ.get("MODEL_PATH") or sft / "merged")
 
 
 def _llamafactory_yaml(base: str, backbone: Backbone, settings: dict, overrides: list[str]) -> dict:
@@ -185,8 +263,9 @@ def parser() -> argparse.ArgumentParser:
         f"profiles: {', '.join(list_profiles())}; default {DEFAULT_PROFILE} (README: settings table). "
         "Environment: BACKBONE, PROFILE, LLM4ICD_DATA_ROOT [data/prepared], MODEL_PATH, OUTPUT_DIR, TRAIN_FILE, "
         "VAL_FILE, CKPT_DIR, LORA_ADAPTER_PATH, RESUME_FROM (a global_step_N folder), MAX_RESPONSE_LENGTH, "
-        "PHI_ROUNDS [3], PHI_RUN_DIR, PHI_RESUME [adapter|checkpoint], NNODES [1], GPUS_PER_NODE [4] "
-        "(recipes/README.md)."))
+        "PHI_ROUNDS [3], PHI_RUN_DIR, PHI_RESUME [adapter|checkpoint], NNODES [1], GPUS_PER_NODE [4], "
+        "CANDIDATES (a data_tools.evaluation.candidates folder: prompts list its top candidates, data and outputs "
+        f"<dataset>_cand<K>), CANDIDATES_TOP_K [{DEFAULT_TOP_K}] (recipes/README.md)."))
     p.add_argument("stage", choices=STAGES, help="sft, merge (SFT adapter into its base), grpo, phi, infer")
     p.add_argument("dataset", choices=DATASETS, help="prepared variant")
     p.add_argument("--backbone", default=os.environ.get("BACKBONE"),
@@ -218,8 +297,15 @@ def run(args) -> int:
     how = "" if args.backbone else " (the default; --backbone NAME or BACKBONE=NAME for another)"
     print(f"{PROG}: {args.stage} on {args.dataset}, backbone {backbone.name}{how}, profile {profile['name']}",
           file=sys.stderr)
+    folder, top_k = candidates_knob()
     root = Path(os.environ.get("LLM4ICD_DATA_ROOT") or REPO / "data" / "prepared")
-    data_dir = root / backbone.name / args.dataset
+    data_dir = root / backbone.name / variant_name(args.dataset)
+    if folder is not None:
+        print(f"{PROG}: candidates on: every prompt lists the top {top_k} candidates of {folder} (CANDIDATES, "
+              f"CANDIDATES_TOP_K); data {data_dir}", file=sys.stderr)
+        _need(folder, "candidates folder (CANDIDATES)", "set CANDIDATES to the folder written by python -m "
+              "data_tools.evaluation.candidates train --data VARIANT --out DIR, or unset it for the paper's prompt")
+        os.environ["CANDIDATES"] = str(folder)  # the PHI steps run from the repository root
     prepare = f"prepare it with: {prepare_command(args.dataset, backbone, profile, root)} (or set LLM4ICD_DATA_ROOT)"
     if args.stage in ("sft", "merge"):
         return _sft_stage(args, backbone, profile, data_dir, prepare)
@@ -228,6 +314,7 @@ def run(args) -> int:
     train = Path(os.environ.get("TRAIN_FILE") or data_dir / "verl" / "train.parquet")
     _need(train, "training file of the prepared variant", prepare)
     _need(Path(os.environ.get("VAL_FILE") or data_dir / "verl" / "val.parquet"), "validation file", prepare)
+    _candidates_check(data_dir, prepare)
     _backbone_check(sys.executable, "data", backbone, "--data", str(data_dir), "--max-prompt-length",
                     str(profile["grpo"]["max_prompt_length"]), dry_run=args.dry_run)
     model = _model_path(backbone, args.dataset)
@@ -256,9 +343,11 @@ def run(args) -> int:
 
 
 def _sft_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepare: str) -> int:
-    out = Path(os.environ.get("OUTPUT_DIR") or REPO / "outputs" / backbone.name / "sft" / args.dataset)
+    out = Path(os.environ.get("OUTPUT_DIR") or REPO / "outputs" / backbone.name / "sft"
+               / variant_name(args.dataset))
     if args.stage == "sft":
         _need(data_dir / "dataset_info.json", "dataset_info.json of the prepared variant", prepare)
+        _candidates_check(data_dir, prepare)
         nodes = os.environ.get("NNODES", "1")
         if int(nodes) > 1 and not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
             raise UserError(f"NNODES={nodes} needs MASTER_ADDR and MASTER_PORT (host and free port of node rank 0, "
@@ -300,6 +389,7 @@ def _sft_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepare:
 def _infer_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepare: str) -> int:
     """Greedy, hint-free inference on every GPU of the node (tensor parallel), at GRPO's response length."""
     _need(data_dir / "stats.json", "prepared variant", prepare)
+    _candidates_check(data_dir, prepare)
     if args.predictions is None:
         raise UserError("infer needs --predictions PATH. Fix: name the JSONL to write")
     length, _ = response_length(args.dataset, profile, data_dir)
@@ -324,7 +414,8 @@ def _phi_stage(args, backbone: Backbone, profile: dict, data_dir: Path) -> int:
     me = f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__)))}"
     pick = f"--backbone {shlex.quote(str(args.backbone or backbone.name))} --profile {profile['name']}"
     extra = " ".join(shlex.quote(o) for o in args.overrides)
-    run_dir = Path(os.environ.get("PHI_RUN_DIR") or REPO / "outputs" / backbone.name / "phi" / args.dataset)
+    run_dir = Path(os.environ.get("PHI_RUN_DIR") or REPO / "outputs" / backbone.name / "phi"
+                   / variant_name(args.dataset))
     resume = os.environ.get("PHI_RESUME", "adapter")
     if resume not in ("adapter", "checkpoint"):
         raise user_error(None, f"PHI_RESUME={resume!r} is not a resume mode",

@@ -487,6 +487,9 @@ def stage_phi(s: Settings, log: Path) -> str:
     """PHI rounds (data_tools.phi.rounds), then the per-round statistics and hint-free validation scores."""
     if not s.phi_rounds:
         return "skipped (--phi-rounds 0)"
+    for t in range(1, s.phi_rounds + 1):  # a round not trained yet starts a fresh log (its commands append)
+        if not (s.rounds / f"round_{t}" / "TRAINED").exists():
+            (s.out / "logs" / f"phi_round_{t}.log").unlink(missing_ok=True)
     train = _phi_train_file(s)
     sh([s.python("rl"), "-m", "data_tools.phi.rounds", "--out", s.rounds, "--train", train,
         "--rounds", s.phi_rounds, *[f"--{kind}-cmd={cmd}" for kind, cmd in phi_commands(s).items()]], log,

@@ -411,3 +411,23 @@ def test_candidates_prepare_a_plain_variant_train_the_coder_then_prepare_with_it
     args = ladder.build_parser().parse_args(["--out", str(tmp_path / "plain_run")])
     ladder.stage_prepare(ladder._settings(args), tmp_path / "log")
     assert len(calls) == 1 and "--candidates" not in calls[0], "the default prepares once, the paper's prompt"
+
+
+def test_phi_stage_starts_fresh_logs_for_rounds_not_trained_yet(stub_tools, monkeypatch):
+    """A round's commands append to logs/phi_round_<t>.log: a redone round (or a copied run) must not mix in the
+    steps of an earlier run, while a finished round keeps the log its report reads."""
+    s, _ = stub_tools
+    s = replace(s, phi_rounds=3)
+    for t in (1, 2, 3):
+        (s.out / "logs" / f"phi_round_{t}.log").write_text("step:1 - critic/score/mean:0.9\n")
+    (s.rounds / "round_1").mkdir(parents=True)
+    (s.rounds / "round_1" / "TRAINED").write_text("ok\n")
+    monkeypatch.setattr(ladder, "_phi_train_file", lambda s_: s_.out / "train.parquet")
+
+    def stop(cmd, log, **_):
+        raise ladder.LadderError("stopped here")
+
+    monkeypatch.setattr(ladder, "sh", stop)
+    with pytest.raises(ladder.LadderError):
+        ladder.stage_phi(s, s.out / "logs" / "phi.log")
+    assert [(s.out / "logs" / f"phi_round_{t}.log").exists() for t in (1, 2, 3)] == [True, False, False]
