@@ -137,8 +137,10 @@ def _candidates_check(data_dir: Path, prepare: str) -> None:
     try:
         recorded = json.loads(stats.read_text(encoding="utf-8")).get("candidates")
     except (json.JSONDecodeError, AttributeError):
+        recorded = "unreadable"
+    if not isinstance(recorded, (dict, type(None))):
         raise user_error(stats, "is not a stats.json written by data_tools.build.prepare",
-                         f"remove {data_dir} and {prepare}") from None
+                         f"remove {data_dir} and {prepare}")
     if folder is None:
         if recorded:
             k = recorded.get("top_k")

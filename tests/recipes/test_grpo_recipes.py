@@ -399,7 +399,8 @@ def test_cpu_launcher_adds_only_cpu_keys():
 def _launch(args, env_extra=None, cwd=REPO):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("LLM4ICD_", "BACKBONE", "PROFILE")) and k not in REQUIRED_ENV
-           and k not in ("OUTPUT_DIR", "MAX_RESPONSE_LENGTH")}
+           and k not in ("OUTPUT_DIR", "MAX_RESPONSE_LENGTH", "CANDIDATES", "CANDIDATES_TOP_K", "PHI_RESUME",
+                         "RESUME_FROM", "LORA_ADAPTER_PATH")}
     env.update(env_extra or {})
     return subprocess.run(["bash", *map(str, args)], env=env, capture_output=True, text=True, timeout=120, cwd=cwd)
 
