@@ -382,6 +382,14 @@ def prepare_command(stats: dict, backbone: Backbone, data_dir: Path, budgets: di
         value = budgets.get(key, tokens.get(key))
         if value is not None:
             parts.append(f"--{key.replace('_', '-')} {value}")
+    candidates = stats.get("candidates") or {}
+    if candidates.get("source"):
+        parts += [f"--candidates {candidates['source']}", f"--top-k {candidates.get('top_k')}"]
+    if data_dir.name != variant:  # e.g. the launcher's <dataset>_cand<K>: prepare aside, then move it there
+        target = out / data_dir.name
+        aside = target.with_name(target.name + ".prepare")
+        parts[parts.index(f"--out {out}")] = f"--out {aside}"
+        return " ".join(parts) + f" && mv {aside / variant} {target} && rmdir {aside}"
     if (out / variant).exists():
         parts.append("--overwrite")
     return " ".join(parts)

@@ -252,3 +252,22 @@ def test_prepare_stops_on_a_template_mismatch_before_writing(tmp_path, family_to
     # <|im_start|> token, then "system" against "user".
     assert "agree on the first 1 tokens" in err and "Fix: in recipes/models/bb-bad.yaml set template: qwen" in err
     assert not out.exists()
+
+
+def test_the_prepare_command_of_a_candidate_variant_keeps_its_candidates_and_folder(tmp_path, tiny_tokenizer_dir):
+    """A variant the launcher keeps as <dataset>_cand<K>: the fix re-prepares it with the same candidates and K,
+    aside, and moves it into that folder (never over the plain variant beside it)."""
+    backbone = load_backbone(_backbone_yaml(tmp_path, "bb", tiny_tokenizer_dir, "qwen"))
+    root = tmp_path / "prepared"
+    (root / "old" / "mimic3_full").mkdir(parents=True)
+    data = root / "old" / "mimic3_full_cand10"
+    stats = {"variant": "mimic3_full", "corpus": "MIMIC-III", "tokens": {"backbone": "old", "max_prompt_length": 896},
+             "candidates": {"source": "/c/linear", "top_k": 10}}
+    command = backbone_check.prepare_command(stats, backbone, data, {})
+    aside = root / "bb" / "mimic3_full_cand10.prepare"
+    assert "--candidates /c/linear --top-k 10" in command and f"--out {aside} " in command
+    assert command.endswith(f" && mv {aside / 'mimic3_full'} {root / 'bb' / 'mimic3_full_cand10'} && rmdir {aside}")
+    assert "--overwrite" not in command
+    plain = backbone_check.prepare_command({k: v for k, v in stats.items() if k != "candidates"}, backbone,
+                                           root / "old" / "mimic3_full", {})
+    assert "--candidates" not in plain and " && mv " not in plain and f"--out {root / 'bb'}" in plain
