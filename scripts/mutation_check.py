@@ -7,7 +7,8 @@ that code catch each one.
     .venvs/rl/bin/python scripts/mutation_check.py --list
 
 Each mutant is one exact text replacement in one source file; the copy (``llm4icd_plugins``, ``data_tools``,
-``tests``, ``pyproject.toml``) lives in a temporary folder and is imported ahead of the installed package.
+``recipes``, ``bench``, ``tests``, ``pyproject.toml``) lives in a temporary folder and is imported ahead of the
+installed package.
 The unmutated copy is run first: a mutant only counts as caught when the same tests pass without it.
 Exit status 0 when every mutant is caught, 1 when one is missed, 2 when a mutant no longer applies.
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("llm4icd_plugins", "data_tools", "tests", "pyproject.toml")
+COPIED = ("llm4icd_plugins", "data_tools", "tests", "recipes", "bench", "pyproject.toml")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,12 @@ MUTANTS = (
     Mutant("fbeta_weights_swapped", "F-beta weighs false positives by beta² instead of false negatives",
            "llm4icd_plugins/scoring.py", "denom = (1 + b2) * tp + b2 * fn + fp", "denom = (1 + b2) * tp + fn + b2 * fp",
            ("tests/core/test_reward.py", "tests/core/test_metrics.py")),
+    Mutant("resume_from_own_round", "PHI round t resumes its own checkpoint folder instead of round t-1's",
+           "data_tools/phi/rounds.py", "str(self.actor_dir(t - 1).parent)",
+           'str(self.round_dir(t) / "checkpoints" / "global_step_0")', ("tests/phi/test_phi_refresh.py",)),
+    Mutant("rl_seed_ignored", "the ladder's GRPO/PHI data order ignores --rl-seed",
+           "data_tools/ladder/run.py", 'f"data.seed={s.rl_seed}"', 'f"data.seed={s.seed}"',
+           ("tests/ladder/test_ladder_driver.py",)),
 )
 
 

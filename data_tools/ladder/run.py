@@ -767,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phi-override", action="append", default=[], metavar="KEY=VALUE",
                    help="a Hydra override added to every PHI round's GRPO command (repeatable), e.g. "
                         "+data.phi_hint_style=neutral or +data.phi_inject_prob=0 for PHI's controls")
-    p.add_argument("--candidates", type=int, default=0, metavar="K",
+    p.add_argument("--candidates", type=_non_negative, default=0, metavar="K",
                    help="list a discriminative coder's top K candidates in every prompt of every split (trained on "
                         "the corpus by data_tools.evaluation.candidates, training notes cross-fitted; default 0: "
                         "none, the paper's prompt)")
