@@ -18,7 +18,8 @@
 - ``grpo-lr``: GRPO alone at learning rates 1e-3 and 3e-4 against the default 3e-3 (the base run): does a
   smaller step keep what SFT learned?
 - ``candidates``: the whole ladder from ``prepare`` with the linear coder's top-10 candidates in every prompt
-  (training notes cross-fitted), against the base run without them; plus the coder's own scores.
+  (training notes cross-fitted), against the base run without them; plus the linear and kNN coders' own scores
+  (micro/macro-F1 at the threshold tuned on validation, candidate recall@K) on the same plain variant.
 
 Each variant is a copy of the base run (``OUT/<variant>/``) redone with ``data_tools.ladder --from-stage`` and
 the base run's own settings (read from its stage markers) plus the variant's flags; its console goes to
@@ -124,6 +125,21 @@ def run_variant(base: Path, out: Path, name: str, experiment: Experiment, python
                               f"{folder / 'logs'}. Re-run the same command to resume it")
     print(f"{name}: finished in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     return folder
+
+
+def other_coders(run: Path, python: str) -> None:
+    """Beside the coder a --candidates run used, the other coders on the same plain variant (cross-fitted too),
+    so the summary compares them all; seconds each on the embedded corpus."""
+    plain = run / "candidates" / "plain" / "mimic3_full"
+    if not plain.is_dir():
+        return
+    for coder in ("linear", "knn"):
+        folder = run / "candidates" / coder
+        if not (folder / "report.json").exists():
+            cmd = [python, "-m", "data_tools.evaluation.candidates", "train", "--data", str(plain), "--coder", coder,
+                   "--top-k", "50", "--out", str(folder), "--overwrite", "--no-progress"]
+            if subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, check=False).returncode != 0:
+                raise ExperimentError(f"training the {coder} coder on {plain} failed; run `{' '.join(cmd[1:])}`")
 
 
 def rung_scores(run: Path) -> dict[str, dict]:
@@ -283,6 +299,8 @@ def run(args: argparse.Namespace) -> None:
                 runs[name] = folder
             continue
         runs[name] = run_variant(base, out, name, experiment, args.python)
+    for run in runs.values():
+        other_coders(run, args.python)
     print(summarize(args.experiment, experiment, runs, out))
     print(f"summary: {out / 'summary.md'}")
 
