@@ -15,7 +15,6 @@
 - ``phi-resume``: PHI rounds t ≥ 2 from the previous round's whole verl checkpoint (optimizer state and step
   counter included, as the paper's release) against the default, the adapter alone (the base run).
 - ``rerun``: GRPO again with the base run's seed: how reproducible the RL stage is for a fixed seed.
-- ``seeded-rerun``: GRPO twice with ``--seeded-rollouts`` (a vLLM seed per request): does that make it reproducible?
 - ``grpo-lr``: GRPO alone at learning rates 1e-3 and 3e-4 against the default 3e-3 (the base run): does a
   smaller step keep what SFT learned?
 - ``candidates``: the whole ladder from ``prepare`` with the linear coder's top-10 candidates in every prompt
@@ -76,8 +75,6 @@ EXPERIMENTS = {
     }, "rounds"),
     "phi-resume": Experiment("phi", {"adapter": BASE, "checkpoint": ["--phi-resume", "checkpoint"]}, "table+rounds"),
     "rerun": Experiment("grpo", {"first": BASE, "rerun": ["--phi-rounds", "0"]}, "table"),
-    "seeded-rerun": Experiment("grpo", {"seeded_a": ["--seeded-rollouts", "--phi-rounds", "0"],
-                                        "seeded_b": ["--seeded-rollouts", "--phi-rounds", "0"]}, "table"),
     "grpo-lr": Experiment("grpo", {"lr_3e-3": BASE,
                                    "lr_1e-3": ["--grpo-lr", "1e-3", "--phi-rounds", "0"],
                                    "lr_3e-4": ["--grpo-lr", "3e-4", "--phi-rounds", "0"]}, "table"),

@@ -67,7 +67,6 @@ class Settings:
     grpo_lr: float
     max_test: int | None
     max_train_infer: int | None
-    seeded_rollouts: bool
     phi_resume: str
     phi_overrides: tuple[str, ...]
     candidates: int
@@ -335,17 +334,7 @@ def _grpo_overrides(s: Settings, name: str, steps: int) -> list[str]:
             # checks the gap): they serve as the old policy's, saving a forward pass per step
             "algorithm.rollout_correction.bypass_mode=true",
             f"trainer.experiment_name=quickstart-{name}", f"trainer.total_training_steps={steps}",
-            f"trainer.save_freq={steps}", "+ray_kwargs.ray_init.address=local", *_seeded(s)]
-
-
-def _seeded(s: Settings) -> list[str]:
-    """--seeded-rollouts: the project's agent loop, a vLLM seed per request (llm4icd_plugins/verl/agent_loop.py)."""
-    if not s.seeded_rollouts:
-        return []
-    from llm4icd_plugins.verl import AGENT_LOOPS_YAML, SEEDED_AGENT_LOOP
-
-    return [f"actor_rollout_ref.rollout.agent.agent_loop_config_path={AGENT_LOOPS_YAML}",
-            f"actor_rollout_ref.rollout.agent.default_agent_loop={SEEDED_AGENT_LOOP}"]
+            f"trainer.save_freq={steps}", "+ray_kwargs.ray_init.address=local"]
 
 
 def _grpo_env(s: Settings, name: str, **paths: Path) -> dict[str, str]:
@@ -616,13 +605,13 @@ STAGES: list[Stage] = [
           clean=("predictions/sft.jsonl",), knobs=("max_test",)),
     Stage("grpo", "GRPO with verl + vLLM (CPU) and the F1 reward, from the SFT model", stage_grpo,
           clean=("models/grpo",), redo_clean=("grpo",),
-          knobs=("grpo_steps", "rollouts", "grpo_batch", "grpo_lr", "seed", "rl_seed", "seeded_rollouts")),
+          knobs=("grpo_steps", "rollouts", "grpo_batch", "grpo_lr", "seed", "rl_seed")),
     Stage("grpo_eval", "hint-free inference of SFT + the GRPO adapter on the test split", stage_grpo_eval,
           clean=("predictions/grpo.jsonl",), knobs=("max_test",)),
     Stage("phi", "PHI rounds (data_tools.phi.rounds): refresh, hinted GRPO epoch, per-round validation", stage_phi,
           clean=("models/phi", "phi/val", "phi/val_eval"), redo_clean=("phi",),
           knobs=("phi_rounds", "phi_steps", "max_train_infer", "rollouts", "grpo_batch", "grpo_lr", "seed", "rl_seed",
-                 "phi_resume", "phi_override", "seeded_rollouts")),
+                 "phi_resume", "phi_override")),
     Stage("phi_eval", "hint-free inference of SFT + the last PHI round's adapter on the test split", stage_phi_eval,
           clean=("predictions/phi.jsonl",), knobs=("max_test",)),
 ]
@@ -771,9 +760,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-infer", type=int, default=64,
                    help="PHI works on the first N training samples (hint-free inference and pools every round; "
                         "default %(default)s, more than --phi-steps x --grpo-batch draws; 0 = all)")
-    p.add_argument("--seeded-rollouts", action="store_true",
-                   help="GRPO/PHI rollouts through the project's agent loop, which gives every vLLM request its own "
-                        "seed (step, rollout, prompt), so that sampling does not depend on request order")
     p.add_argument("--phi-resume", choices=("adapter", "checkpoint"), default="adapter",
                    help="what PHI round t >= 2 starts from: the previous round's LoRA adapter with a fresh optimizer "
                         "(default) or its whole verl checkpoint (adapter, optimizer state, step counter), as the "
@@ -802,8 +788,7 @@ def _settings(args: argparse.Namespace) -> Settings:
                     grpo_steps=args.grpo_steps, phi_rounds=args.phi_rounds, phi_steps=args.phi_steps,
                     rollouts=args.rollouts, grpo_batch=args.grpo_batch, grpo_lr=args.grpo_lr,
                     max_test=args.max_test, max_train_infer=args.max_train_infer,
-                    seeded_rollouts=args.seeded_rollouts, phi_resume=args.phi_resume,
-                    phi_overrides=tuple(args.phi_override), candidates=args.candidates,
+                    phi_resume=args.phi_resume, phi_overrides=tuple(args.phi_override), candidates=args.candidates,
                     candidate_coder=args.candidate_coder, venvs=args.venvs.resolve())
 
 
