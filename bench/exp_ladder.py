@@ -4,7 +4,6 @@
     python bench/exp_ladder.py phi-controls --base outputs/quickstart --out outputs/exp_phi_controls
     python bench/exp_ladder.py phi-resume   --base outputs/quickstart --out outputs/exp_phi_resume
     python bench/exp_ladder.py rerun        --base outputs/quickstart --out outputs/exp_rerun
-    python bench/exp_ladder.py grpo-lr      --base outputs/quickstart --out outputs/exp_grpo_lr
     python bench/exp_ladder.py candidates   --base outputs/quickstart --out outputs/exp_candidates
 
 - ``seeds``: GRPO and PHI with RL seeds 1 and 2 from the base run's SFT model (the base run is seed 0): test
@@ -15,8 +14,6 @@
 - ``phi-resume``: PHI rounds t ≥ 2 from the previous round's whole verl checkpoint (optimizer state and step
   counter included, as the paper's release) against the default, the adapter alone (the base run).
 - ``rerun``: GRPO again with the base run's seed: how reproducible the RL stage is for a fixed seed.
-- ``grpo-lr``: GRPO alone at learning rates 1e-3 and 3e-4 against the default 3e-3 (the base run): does a
-  smaller step keep what SFT learned?
 - ``candidates``: the whole ladder from ``prepare`` with the linear coder's top-10 candidates in every prompt
   (training notes cross-fitted), against the base run without them; plus the linear and kNN coders' own scores
   (micro/macro-F1 at the threshold tuned on validation, candidate recall@K) on the same plain variant.
@@ -37,10 +34,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from data_tools.cli import run_tool
+from data_tools.ladder.run import VARIANT
 from llm4icd_plugins import atomic
 from llm4icd_plugins.errors import UserError
 
@@ -61,7 +59,6 @@ class Experiment:
     variants: dict[str, list[str] | None]
     report: str
     """'table' (test scores of every rung), 'rounds' (PHI's per-round validation) or both ('table+rounds')."""
-    extra: dict = field(default_factory=dict)
 
 
 EXPERIMENTS = {
@@ -75,9 +72,6 @@ EXPERIMENTS = {
     }, "rounds"),
     "phi-resume": Experiment("phi", {"adapter": BASE, "checkpoint": ["--phi-resume", "checkpoint"]}, "table+rounds"),
     "rerun": Experiment("grpo", {"first": BASE, "rerun": ["--phi-rounds", "0"]}, "table"),
-    "grpo-lr": Experiment("grpo", {"lr_3e-3": BASE,
-                                   "lr_1e-3": ["--grpo-lr", "1e-3", "--phi-rounds", "0"],
-                                   "lr_3e-4": ["--grpo-lr", "3e-4", "--phi-rounds", "0"]}, "table"),
     "candidates": Experiment("prepare", {"none": BASE, "linear_top10": ["--candidates", "10"]}, "table"),
 }
 
@@ -130,7 +124,7 @@ def run_variant(base: Path, out: Path, name: str, experiment: Experiment, python
 def other_coders(run: Path, python: str) -> None:
     """Beside the coder a --candidates run used, the other coders on the same plain variant (cross-fitted too),
     so the summary compares them all; seconds each on the embedded corpus."""
-    plain = run / "candidates" / "plain" / "mimic3_full"
+    plain = run / "candidates" / "plain" / VARIANT
     if not plain.is_dir():
         return
     for coder in ("linear", "knn"):
