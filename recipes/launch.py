@@ -400,11 +400,15 @@ def _infer_stage(args, backbone: Backbone, profile: dict, data_dir: Path, prepar
               "--tensor-parallel-size", os.environ.get("GPUS_PER_NODE", "4"), *args.overrides]
     if backbone.enable_thinking is not None:
         common.append("--enable-thinking" if backbone.enable_thinking else "--no-enable-thinking")
-    if not args.adapter:
-        _exec(common + ["--out", str(args.predictions)])
     folder = args.predictions.with_name(args.predictions.name + ".d")
-    subprocess.run(common + ["--lora", f"adapter={args.adapter}", "--out", str(folder), "--overwrite"],
-                   check=True, cwd=REPO)
+    cmd = (common + ["--out", str(args.predictions)] if not args.adapter else
+           common + ["--lora", f"adapter={args.adapter}", "--out", str(folder), "--overwrite"])
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    if not args.adapter:
+        _exec(cmd)
+    subprocess.run(cmd, check=True, cwd=REPO)
     os.replace(folder / "adapter.jsonl", args.predictions)
     return 0
 

@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm4icd_plugins.errors import EXIT_USER_ERROR
+
 REPO = Path(__file__).resolve().parents[2]
 VARIANT = "mimic3_full"
 DEFAULT_N_CODES = {"default": 60, "longtail": 600}
@@ -115,6 +117,10 @@ class LadderError(Exception):
     def __init__(self, message: str, log: Path | None = None):
         super().__init__(message)
         self.log = log
+
+
+class LadderSetupError(LadderError):
+    """The ladder cannot start (a missing environment): a user error, exit status 2 as every tool's."""
 
 
 def _env() -> dict[str, str]:
@@ -802,7 +808,7 @@ def run(args: argparse.Namespace) -> None:
     s = _settings(args)
     for env in ("rl", "sft"):
         if not Path(s.python(env)).exists():
-            raise LadderError(f"no {env} environment at {s.venvs / env}; run `bash env/setup.sh` first "
+            raise LadderSetupError(f"no {env} environment at {s.venvs / env}; run `bash env/setup.sh` first "
                               "(recipes/quickstart.sh does it for you)")
     done_dir = s.out / ".done"
     done_dir.mkdir(parents=True, exist_ok=True)
@@ -868,7 +874,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(args)
     except LadderError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR if isinstance(exc, LadderSetupError) else 1
     return 0
 
 

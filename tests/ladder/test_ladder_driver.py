@@ -68,7 +68,7 @@ def test_rerun_skips_finished_stages_and_from_stage_redoes(fake_ladder, capsys):
 def test_missing_environment_is_a_clear_error(fake_ladder, capsys):
     base, calls, _ = fake_ladder
     (Path(base[3]) / "sft" / "bin" / "python").unlink()
-    assert ladder.main(base) == 1
+    assert ladder.main(base) == 2, "a user error, as every tool's"
     err = capsys.readouterr().err
     assert "no sft environment" in err and "env/setup.sh" in err and calls == []
 

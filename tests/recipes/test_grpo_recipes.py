@@ -554,6 +554,25 @@ def test_phi_rounds_resume_the_adapter_or_the_whole_checkpoint(tmp_path, mode):
     assert proc.returncode == 2 and "RESUME_FROM" in proc.stderr
 
 
+@pytest.mark.parametrize("adapter", ["", "/runs/phi/round_2/export/lora_adapter"])
+def test_infer_dry_run_prints_the_command_and_writes_nothing(tmp_path, adapter):
+    _fake_prepared(tmp_path / "prepared", DEFAULT_BACKBONE, "mimic3_full")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    out = tmp_path / "preds" / "test.jsonl"
+    proc = _launch([RECIPES / "launch.sh", "infer", "mimic3_full", "--dry-run", "--split", "test", "--predictions", out,
+                    "--adapter", adapter],
+                   {"LLM4ICD_DATA_ROOT": str(tmp_path / "prepared"), "MODEL_PATH": str(tmp_path / "m")})
+    assert proc.returncode == 0, proc.stderr
+    cmd = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert cmd[1:3] == ["-m", "data_tools.evaluation.infer"] and cmd[cmd.index("--split") + 1] == "test"
+    if adapter:
+        assert cmd[cmd.index("--lora") + 1] == f"adapter={adapter}" and cmd[cmd.index("--out") + 1] == f"{out}.d"
+    else:
+        assert "--lora" not in cmd and cmd[cmd.index("--out") + 1] == str(out)
+    assert not out.parent.exists()
+
+
 def test_unknown_phi_resume_mode_is_refused(tmp_path):
     _fake_prepared(tmp_path / "prepared", DEFAULT_BACKBONE, "mimic3_full")
     (tmp_path / "m").mkdir()
