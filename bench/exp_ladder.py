@@ -104,9 +104,11 @@ def run_variant(base: Path, out: Path, name: str, experiment: Experiment, python
     if done.exists() and record.exists() and json.loads(record.read_text()) == flags:
         print(f"{name}: done already, kept", flush=True)
         return folder
-    if not folder.exists():
-        shutil.copytree(base, folder, symlinks=True)
-        (folder / ".done" / "report.json").unlink(missing_ok=True)
+    if not folder.exists():  # copied whole or not at all: an interrupted copy is never taken for the run
+        atomic.remove_stale_temporaries(folder)
+        with atomic.atomic_dir(folder) as copy:
+            shutil.copytree(base, copy, symlinks=True, dirs_exist_ok=True)
+            (copy / ".done" / "report.json").unlink(missing_ok=True)
     atomic.write_text(record, json.dumps(flags))
     cmd = [python, "-m", "data_tools.ladder", "--out", str(folder), "--from-stage", experiment.from_stage,
            *base_flags(base), *flags]

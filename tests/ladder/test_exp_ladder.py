@@ -64,6 +64,31 @@ def test_variant_copies_the_base_and_is_kept_once_finished(tmp_path):
     assert len(record.read_text().splitlines()) == 2, "other flags redo it"
 
 
+def test_an_interrupted_copy_of_the_base_is_never_used(tmp_path, monkeypatch):
+    base = _base(tmp_path, {"grpo_lr": 0.003})
+    out = tmp_path / "out"
+    out.mkdir()
+    experiment = exp.Experiment("grpo", {"small": ["--grpo-lr", "1e-4"]}, "table")
+    real_copytree = exp.shutil.copytree
+
+    def killed(src, dst, **kw):
+        (Path(dst) / ".done").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exp.shutil, "copytree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        exp.run_variant(base, out, "small", experiment, "unused")
+    assert not (out / "small").exists()
+    monkeypatch.setattr(exp.shutil, "copytree", real_copytree)
+    fake = tmp_path / "python"
+    fake.write_text(f"#!{sys.executable}\nimport sys\nfrom pathlib import Path\na = sys.argv[1:]\n"
+                    "(Path(a[a.index('--out') + 1]) / '.done' / 'report.json').write_text('{}')\n")
+    fake.chmod(0o755)
+    folder = exp.run_variant(base, out, "small", experiment, str(fake))
+    assert (folder / "models" / "weights.bin").read_text() == "w" and (folder / ".done" / "grpo.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["small", "small.console", "small.flags.json"]
+
+
 def test_seed_spread_is_mean_and_sample_sd():
     runs = {f"s{i}": {"sft": {"micro_f1": 0.4, "macro_f1": 0.1, "ci": {}, "recall": {"≥100": 0.5}},
                       "grpo": {"micro_f1": f, "macro_f1": 0.05, "ci": {}, "recall": {"≥100": r}}}
