@@ -327,8 +327,9 @@ def stage_sft_eval(s: Settings, log: Path) -> str:
     return _infer(s, log, s.models / "sft" / "merged", s.preds / "sft.jsonl", max_samples=s.max_test)
 
 
-def _grpo_overrides(s: Settings, name: str, steps: int) -> list[str]:
-    """What the ladder varies in recipes/tiny/grpo_synthetic.yaml (paths come from the environment)."""
+def _grpo_overrides(s: Settings, name: str, steps: int, *, total_steps: bool = True) -> list[str]:
+    """What the ladder varies in recipes/tiny/grpo_synthetic.yaml (paths come from the environment); without
+    total_steps the caller sets trainer.total_training_steps itself (PHI resuming a checkpoint counts steps on)."""
     mini = s.grpo_batch // 2 if s.grpo_batch % 2 == 0 else s.grpo_batch
     return [f"data.max_prompt_length={PROMPT_BUDGET}", f"data.max_response_length={RESPONSE_LENGTH}",
             f"data.seed={s.rl_seed}", f"actor_rollout_ref.rollout.seed={ROLLOUT_SEED + s.rl_seed}",
@@ -339,7 +340,8 @@ def _grpo_overrides(s: Settings, name: str, steps: int) -> list[str]:
             # vLLM runs in float32 here, so its token log-probs are the actor's (tests/integration/test_grpo_cpu.py
             # checks the gap): they serve as the old policy's, saving a forward pass per step
             "algorithm.rollout_correction.bypass_mode=true",
-            f"trainer.experiment_name=quickstart-{name}", f"trainer.total_training_steps={steps}",
+            f"trainer.experiment_name=quickstart-{name}",
+            *([f"trainer.total_training_steps={steps}"] if total_steps else []),
             f"trainer.save_freq={steps}", "+ray_kwargs.ray_init.address=local"]
 
 
@@ -442,7 +444,7 @@ def phi_commands(s: Settings) -> dict[str, str]:
     adapter after round 1), verl's adapter export, and hint-free greedy inference on the PHI training rows."""
     q = shlex.quote
     rounds, logs = s.rounds, s.out / "logs"
-    hydra = [*_grpo_overrides(s, "phi", s.phi_steps),
+    hydra = [*_grpo_overrides(s, "phi", s.phi_steps, total_steps=s.phi_resume != "checkpoint"),
              "data.custom_cls.path=pkg://llm4icd_plugins.verl.dataset", "data.custom_cls.name=PHIDataset",
              # a short greedy validation closes each round, so the audit sees validation draws (never hinted);
              # the scored hint-free validation of every round runs after the rounds, in one vLLM engine
@@ -452,7 +454,6 @@ def phi_commands(s: Settings) -> dict[str, str]:
     if s.phi_resume == "checkpoint":
         # the previous round's whole checkpoint (adapter, optimizer, step counter, data position), as the paper's
         # release resumes; verl counts steps on, so round t ends at step t × phi_steps
-        hydra = [h for h in hydra if not h.startswith("trainer.total_training_steps=")]
         start = "C={prev_checkpoint}; "
         resume = (' ${{C:+"trainer.resume_mode=resume_path" "trainer.resume_from_path=$C"}}'
                   f' "trainer.total_training_steps=$(({{round}} * {s.phi_steps}))"')
@@ -758,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpo-batch", type=_positive, default=8,
                    help="prompts per GRPO/PHI step (default %(default)s); an even batch is updated in two "
                         "mini-batches of half the prompts")
-    p.add_argument("--grpo-lr", type=float, default=3e-3,
+    p.add_argument("--grpo-lr", type=float, default=1e-3,
                    help="LoRA learning rate of GRPO/PHI (default %(default)s: a tiny model needs a far larger step "
                         "than a real backbone)")
     p.add_argument("--max-test", type=int, default=None,

@@ -5,10 +5,8 @@ one YAML."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +17,7 @@ pytest.importorskip("verl")
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from launcher_env import fake_prepared, run_wrapper  # noqa: E402
 from llm4icd_plugins.backbones import DEFAULT_BACKBONE, list_backbones, load_backbone  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -397,12 +396,7 @@ def test_cpu_launcher_adds_only_cpu_keys():
 # --- the launcher --------------------------------------------------------------------------------------------
 
 def _launch(args, env_extra=None, cwd=REPO):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LLM4ICD_", "BACKBONE", "PROFILE")) and k not in REQUIRED_ENV
-           and k not in ("OUTPUT_DIR", "MAX_RESPONSE_LENGTH", "CANDIDATES", "CANDIDATES_TOP_K", "PHI_RESUME",
-                         "RESUME_FROM", "LORA_ADAPTER_PATH")}
-    env.update(env_extra or {})
-    return subprocess.run(["bash", *map(str, args)], env=env, capture_output=True, text=True, timeout=120, cwd=cwd)
+    return run_wrapper(args, env_extra, cwd)
 
 
 @pytest.mark.parametrize("stage", ["grpo", "phi"])
@@ -434,12 +428,7 @@ def test_unknown_backbone_names_the_file_and_the_fix():
 
 
 def _fake_prepared(root: Path, backbone: str, dataset: str) -> Path:
-    data = root / backbone / dataset
-    (data / "verl").mkdir(parents=True)
-    for split in ("train", "val"):
-        (data / "verl" / f"{split}.parquet").write_bytes(b"")
-    (data / "stats.json").write_text('{"tokens": {"answer_tokens": {"max": 300}}}')
-    return data
+    return fake_prepared(root / backbone / dataset)
 
 
 def test_adding_a_backbone_is_one_yaml(tmp_path):

@@ -5,9 +5,7 @@ candidate files (prepare's sha256), or a plain run on a candidate variant, is re
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,20 +14,15 @@ import yaml
 
 from data_tools.build.prepare import build_parser as prepare_parser
 from data_tools.build.prompt_candidates import read_candidates
+from launcher_env import CLEARED, fake_prepared, run_wrapper
 from llm4icd_plugins.backbones import DEFAULT_BACKBONE
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
 K = 3
-CLEARED = ("TRAIN_FILE", "VAL_FILE", "MODEL_PATH", "CKPT_DIR", "OUTPUT_DIR", "MAX_RESPONSE_LENGTH", "TENSORBOARD_DIR",
-           "ADAPTER_DIR", "EXPORT_DIR", "PHI_RUN_DIR", "PHI_RESUME", "RESUME_FROM", "LORA_ADAPTER_PATH", "NNODES")
-
 
 def _launch(args, env_extra=None):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LLM4ICD_", "BACKBONE", "PROFILE", "CANDIDATES")) and k not in CLEARED}
-    env.update(env_extra or {})
-    return subprocess.run(["bash", *map(str, args)], env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    return run_wrapper(args, env_extra)
 
 
 def _candidates(folder: Path, first_code: str = "401.9") -> Path:
@@ -44,16 +37,8 @@ def _candidates(folder: Path, first_code: str = "401.9") -> Path:
 
 def _fake_prepared(root: Path, name: str, candidates: Path | None = None, top_k: int = K) -> Path:
     """The prepared files the launcher reads; with ``candidates`` its stats.json records them as prepare does."""
-    data = root / DEFAULT_BACKBONE / name
-    (data / "verl").mkdir(parents=True)
-    for split in ("train", "val"):
-        (data / "verl" / f"{split}.parquet").write_bytes(b"")
-    (data / "dataset_info.json").write_text("{}")
-    stats = {"tokens": {"answer_tokens": {"max": 300}}}
-    if candidates is not None:
-        stats["candidates"] = read_candidates(candidates).record(top_k)
-    (data / "stats.json").write_text(json.dumps(stats))
-    return data
+    stats = {"candidates": read_candidates(candidates).record(top_k)} if candidates is not None else None
+    return fake_prepared(root / DEFAULT_BACKBONE / name, stats)
 
 
 @pytest.fixture
