@@ -18,8 +18,8 @@
 - ``candidates``: the whole ladder from ``prepare`` with the linear coder's top-10 candidates in every prompt
   (training notes cross-fitted), against the base run without them; plus the linear and kNN coders' own scores
   (micro/macro-F1 at the threshold tuned on validation, candidate recall@K) on the same plain variant.
-- ``grpo-lr``: GRPO alone (no PHI) at learning rates 1e-3 and 3e-4 against the base run's, same RL seed: whether
-  the step size is why GRPO moves the tiny model away from its SFT scores.
+- ``grpo-lr``: GRPO alone (no PHI) at learning rates 3e-3, 1e-3 (the default) and 3e-4 from the base run's SFT
+  model, same RL seed: how the step size moves the tiny model away from or beyond its SFT scores.
 
 Each variant is a copy of the base run (``OUT/<variant>/``) redone with ``data_tools.ladder --from-stage`` and
 the base run's own settings (read from its stage markers) plus the variant's flags; its console goes to
@@ -76,8 +76,8 @@ EXPERIMENTS = {
     "phi-resume": Experiment("phi", {"adapter": BASE, "checkpoint": ["--phi-resume", "checkpoint"]}, "table+rounds"),
     "rerun": Experiment("grpo", {"first": BASE, "rerun": ["--phi-rounds", "0"]}, "table"),
     "candidates": Experiment("prepare", {"none": BASE, "linear_top10": ["--candidates", "10"]}, "table"),
-    "grpo-lr": Experiment("grpo", {"base": BASE, **{f"lr_{lr}": ["--grpo-lr", lr, "--phi-rounds", "0"]
-                                                    for lr in ("1e-3", "3e-4")}}, "table"),
+    "grpo-lr": Experiment("grpo", {f"lr_{lr}": ["--grpo-lr", lr, "--phi-rounds", "0"]
+                                   for lr in ("3e-3", "1e-3", "3e-4")}, "table"),
 }
 
 
