@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_tools.cli import run_tool
+from data_tools.ladder.report import bucket_recall
 from data_tools.ladder.run import VARIANT
 from llm4icd_plugins import atomic
 from llm4icd_plugins.errors import UserError
@@ -151,7 +152,7 @@ def rung_scores(run: Path) -> dict[str, dict]:
         if path.exists() and (run / "predictions" / f"{rung}.jsonl").exists():
             m = json.loads(path.read_text())
             scores[rung] = {"micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"], "ci": m.get("ci") or {},
-                            "recall": {b["bucket"]: b["micro_recall"] for b in m.get("buckets", []) if b["n_codes"]}}
+                            "recall": {b: r for b, r in bucket_recall(m).items() if r is not None}}
     return scores
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from scipy.stats import linregress
 
+from data_tools.ladder import report as ladder_report
 from data_tools.ladder import run as ladder
 from data_tools.phi.rounds import _fill, check_template
 
@@ -137,7 +138,7 @@ def test_reward_curve_trend_and_validation_summary(tmp_path):
     rewards = [0.20, 0.22, 0.21, 0.25, 0.27, 0.26, 0.30, 0.31]
     log = tmp_path / "grpo.log"
     log.write_text(_verl_log(rewards, 0.25, 0.32))
-    curve = ladder._reward_curve(log, tmp_path / "curve.json")
+    curve = ladder_report.save_reward_curve(log, tmp_path / "curve.json")
     assert json.loads((tmp_path / "curve.json").read_text()) == json.loads(json.dumps(curve))
     curve = json.loads((tmp_path / "curve.json").read_text())
     assert list(curve["train_reward_mean"].values()) == rewards
@@ -145,7 +146,7 @@ def test_reward_curve_trend_and_validation_summary(tmp_path):
     assert curve["trend"]["last_quarter_mean"] == pytest.approx(0.305)
     assert curve["trend"]["slope_per_step"] == pytest.approx(linregress(range(1, 9), rewards).slope)
     assert curve["validation"]["0"]["f1"] == 0.25 and curve["validation"]["8"]["f1"] == 0.32
-    line = ladder.curve_summary(curve)
+    line = ladder_report.curve_summary(curve)
     assert line.startswith("8 steps") and "reward 0.210 → 0.305" in line and "greedy val F1 0.250 → 0.320" in line
 
 
@@ -295,7 +296,7 @@ def test_audit_finds_hints_outside_the_pool_and_hinted_validation(tmp_path):
              {"split": "val", "sample_id": "v", "hints": []},
              {"split": "val", "sample_id": "w", "hints": ["401.9"]}]
     audit.write_text("".join(json.dumps(d) + "\n" for d in draws))
-    assert ladder.audit_hints(audit, tmp_path / "train.parquet") == {
+    assert ladder_report.audit_hints(audit, tmp_path / "train.parquet") == {
         "train_draws": 3, "train_draws_hinted": 2, "other_draws": 2, "other_draws_hinted": 1, "hints": 3,
         "hints_outside_pool": 2}
 
@@ -340,7 +341,7 @@ def test_phi_round_report_per_round(stub_tools, monkeypatch):
     assert (one["hinted_draws"], one["train_draws"], two["hinted_draws"]) == (3, 4, 1)
     assert one["reward_first"] == pytest.approx(0.1) and two["reward_last"] == pytest.approx(0.4)
     assert two["val_bucket_recall"] == {"≥100": 0.0, "30–99": 0.1, "10–29": 0.2, "<10": None}
-    table = ladder.rounds_markdown(report).splitlines()
+    table = ladder_report.rounds_markdown(report).splitlines()
     assert len(table) == 2 + 3 and all("val recall " + b in table[0] for b in buckets)
     assert table[3].startswith("| 1 | 3/4 | 25% | 1.33 | 3/4 | 0.100 → 0.200 | 31.0 | 6.0 | 0.0 | 10.0 | 20.0 | – |")
 
@@ -350,7 +351,7 @@ def test_intervals_table_has_every_rung_with_its_interval_and_buckets():
                                        "buckets": [{"bucket": "≥100", "n_codes": 7, "micro_recall": f},
                                                    {"bucket": "<100", "n_codes": 90, "micro_recall": None}]})
                for name, f in (("SFT", 0.4), ("PHI", 0.5))]
-    lines = ladder.intervals_markdown(entries).splitlines()
+    lines = ladder_report.intervals_markdown(entries).splitlines()
     assert lines[0] == "| Method | Micro F1 [95% CI] | Macro F1 [95% CI] | Recall ≥100 | Recall <100 |"
     assert lines[2] == "| SFT | 40.0 [39.0, 42.0] | 20.0 | 40.0 | – |"
     assert lines[3] == "| PHI | 50.0 [49.0, 52.0] | 25.0 | 50.0 | – |"
