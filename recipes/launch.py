@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from any folder: the project's packages next to recipes/
     sys.path.insert(0, str(REPO))
 
-from data_tools.build.prompt_candidates import read_candidates  # noqa: E402
+from data_tools.build.prompt_candidates import prepare_into, read_candidates  # noqa: E402
 from llm4icd_plugins.atomic import write_text  # noqa: E402
 from llm4icd_plugins.backbones import (  # noqa: E402
     DEFAULT_BACKBONE, Backbone, backbone_dir, backbone_path, list_backbones, load_backbone)
@@ -118,11 +118,8 @@ def prepare_command(dataset: str, backbone: Backbone, profile: dict, root: Path)
     folder, top_k = candidates_knob()
     if folder is None:
         return f"{cmd} --out {shlex.quote(str(parent))}"
-    target = parent / variant_name(dataset)
-    aside = target.with_name(target.name + ".prepare")
-    return (f"{cmd} --candidates {shlex.quote(str(folder))} --top-k {top_k} --variants {scope} "
-            f"--out {shlex.quote(str(aside))} && mv {shlex.quote(str(aside / dataset))} {shlex.quote(str(target))} "
-            f"&& rmdir {shlex.quote(str(aside))}")
+    return prepare_into(f"{cmd} --candidates {shlex.quote(str(folder))} --top-k {top_k} --variants {scope}", dataset,
+                        parent / variant_name(dataset))
 
 
 def _candidates_check(data_dir: Path, prepare: str) -> None:

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from data_tools.build.prompt_candidates import prepare_into
 from data_tools.cli import exit_with, run_tool
 from llm4icd_plugins import prompts
 from llm4icd_plugins.backbones import Backbone, list_backbones, load_backbone
@@ -385,11 +386,9 @@ def prepare_command(stats: dict, backbone: Backbone, data_dir: Path, budgets: di
     candidates = stats.get("candidates") or {}
     if candidates.get("source"):
         parts += [f"--candidates {candidates['source']}", f"--top-k {candidates.get('top_k')}"]
-    if data_dir.name != variant:  # e.g. the launcher's <dataset>_cand<K>: prepare aside, then move it there
-        target = out / data_dir.name
-        aside = target.with_name(target.name + ".prepare")
-        parts[parts.index(f"--out {out}")] = f"--out {aside}"
-        return " ".join(parts) + f" && mv {aside / variant} {target} && rmdir {aside}"
+    if data_dir.name != variant:  # e.g. the launcher's <dataset>_cand<K>
+        parts.remove(f"--out {out}")
+        return prepare_into(" ".join(parts), variant, out / data_dir.name)
     if (out / variant).exists():
         parts.append("--overwrite")
     return " ".join(parts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,3 +113,11 @@ def candidate_pairs(lists: CandidateLists, ids: Sequence[str], k: int, label_cod
     """Per sample id: its top-``k`` candidates in the label space with their descriptions (None if unknown)."""
     space = frozenset(label_codes)
     return [[(code, system.description(code)) for code in lists.top(i, k, space)] for i in ids]
+
+
+def prepare_into(command: str, variant: str, target: Path) -> str:
+    """A prepare command (given without --out) that writes ``variant`` under another folder name, ``target`` (the
+    launcher's <dataset>_cand<K>): prepared aside, then moved there, so the plain variant beside it is never touched."""
+    aside = target.with_name(target.name + ".prepare")
+    q = shlex.quote
+    return f"{command} --out {q(str(aside))} && mv {q(str(aside / variant))} {q(str(target))} && rmdir {q(str(aside))}"
