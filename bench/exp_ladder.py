@@ -6,6 +6,7 @@
     python bench/exp_ladder.py rerun        --base outputs/quickstart --out outputs/exp_rerun
     python bench/exp_ladder.py candidates   --base outputs/quickstart --out outputs/exp_candidates
     python bench/exp_ladder.py grpo-lr      --base outputs/quickstart --out outputs/exp_grpo_lr
+    python bench/exp_ladder.py grpo-temperature --base outputs/quickstart --out outputs/exp_grpo_temperature
 
 - ``seeds``: GRPO and PHI with RL seeds 1 and 2 from the base run's SFT model (the base run is seed 0): test
   micro/macro-F1 and recall per training-frequency bucket of every rung, per seed and as mean ± sd.
@@ -20,6 +21,8 @@
   (micro/macro-F1 at the threshold tuned on validation, candidate recall@K) on the same plain variant.
 - ``grpo-lr``: GRPO alone (no PHI) at learning rates 3e-3, 1e-3 (the default) and 3e-4 from the base run's SFT
   model, same RL seed: how the step size moves the tiny model away from or beyond its SFT scores.
+- ``grpo-temperature``: GRPO alone with rollouts sampled at temperature 1.0 (the paper's) and 0.7, RL seeds 0–2:
+  whether sampling nearer the greedy decoding that evaluation uses keeps the tiny model's answers closed.
 
 Each variant is a copy of the base run (``OUT/<variant>/``) redone with ``data_tools.ladder --from-stage`` and
 the base run's own settings (read from its stage markers) plus the variant's flags; its console goes to
@@ -79,6 +82,9 @@ EXPERIMENTS = {
     "candidates": Experiment("prepare", {"none": BASE, "linear_top10": ["--candidates", "10"]}, "table"),
     "grpo-lr": Experiment("grpo", {f"lr_{lr}": ["--grpo-lr", lr, "--phi-rounds", "0"]
                                    for lr in ("3e-3", "1e-3", "3e-4")}, "table"),
+    "grpo-temperature": Experiment("grpo", {f"t{t}_seed_{seed}": ["--rollout-temperature", t, "--rl-seed", seed,
+                                                                   "--phi-rounds", "0"]
+                                            for t in ("1.0", "0.7") for seed in ("0", "1", "2")}, "table"),
 }
 
 

@@ -69,6 +69,7 @@ class Settings:
     rollouts: int
     grpo_batch: int
     grpo_lr: float
+    rollout_temperature: float
     max_test: int | None
     max_train_infer: int | None
     phi_resume: str
@@ -339,6 +340,7 @@ def _grpo_overrides(s: Settings, name: str, steps: int, *, total_steps: bool = T
             # two policy updates per step (mini-batches of half the prompts)
             f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
             f"actor_rollout_ref.actor.optim.lr={s.grpo_lr}", f"actor_rollout_ref.rollout.n={s.rollouts}",
+            f"actor_rollout_ref.rollout.temperature={s.rollout_temperature}",
             # vLLM runs in float32 here, so its token log-probs are the actor's (tests/integration/test_grpo_cpu.py
             # checks the gap): they serve as the old policy's, saving a forward pass per step
             "algorithm.rollout_correction.bypass_mode=true",
@@ -527,13 +529,13 @@ STAGES: list[Stage] = [
           clean=("predictions/sft.jsonl",), knobs=("max_test",)),
     Stage("grpo", "GRPO with verl + vLLM (CPU) and the F1 reward, from the SFT model", stage_grpo,
           clean=("models/grpo",), redo_clean=("grpo",),
-          knobs=("grpo_steps", "rollouts", "grpo_batch", "grpo_lr", "seed", "rl_seed")),
+          knobs=("grpo_steps", "rollouts", "grpo_batch", "grpo_lr", "rollout_temperature", "seed", "rl_seed")),
     Stage("grpo_eval", "hint-free inference of SFT + the GRPO adapter on the test split", stage_grpo_eval,
           clean=("predictions/grpo.jsonl",), knobs=("max_test",)),
     Stage("phi", "PHI rounds (data_tools.phi.rounds): refresh, hinted GRPO epoch, per-round validation", stage_phi,
           clean=("models/phi", "phi/val", "phi/val_eval"), redo_clean=("phi",),
-          knobs=("phi_rounds", "phi_steps", "max_train_infer", "rollouts", "grpo_batch", "grpo_lr", "seed", "rl_seed",
-                 "phi_resume", "phi_override")),
+          knobs=("phi_rounds", "phi_steps", "max_train_infer", "rollouts", "grpo_batch", "grpo_lr",
+                 "rollout_temperature", "seed", "rl_seed", "phi_resume", "phi_override")),
     Stage("phi_eval", "hint-free inference of SFT + the last PHI round's adapter on the test split", stage_phi_eval,
           clean=("predictions/phi.jsonl",), knobs=("max_test",)),
 ]
@@ -632,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpo-lr", type=float, default=1e-3,
                    help="LoRA learning rate of GRPO/PHI (default %(default)s: a tiny model needs a far larger step "
                         "than a real backbone)")
+    p.add_argument("--rollout-temperature", type=float, default=1.0,
+                   help="sampling temperature of GRPO/PHI rollouts (default %(default)s, as the paper; validation "
+                        "and evaluation are greedy either way)")
     p.add_argument("--max-test", type=int, default=None,
                    help="evaluate on the first N test samples only (default all)")
     p.add_argument("--max-train-infer", type=int, default=64,
@@ -664,6 +669,7 @@ def _settings(args: argparse.Namespace) -> Settings:
                     pretrain_steps=args.pretrain_steps, sft_steps=args.sft_steps, sft_lr=args.sft_lr,
                     grpo_steps=args.grpo_steps, phi_rounds=args.phi_rounds, phi_steps=args.phi_steps,
                     rollouts=args.rollouts, grpo_batch=args.grpo_batch, grpo_lr=args.grpo_lr,
+                    rollout_temperature=args.rollout_temperature,
                     max_test=args.max_test, max_train_infer=args.max_train_infer,
                     phi_resume=args.phi_resume, phi_overrides=tuple(args.phi_override), candidates=args.candidates,
                     candidate_coder=args.candidate_coder, venvs=args.venvs.resolve())
