@@ -8,7 +8,7 @@
     python bench/exp_ladder.py grpo-lr      --base outputs/quickstart --out outputs/exp_grpo_lr
     python bench/exp_ladder.py grpo-temperature --base outputs/quickstart --out outputs/exp_grpo_temperature
 
-- ``seeds``: GRPO and PHI with RL seeds 1 and 2 from the base run's SFT model (the base run is seed 0): test
+- ``seeds``: GRPO and PHI with RL seeds 1 to 4 from the base run's SFT model (the base run is seed 0): test
   micro/macro-F1 and recall per training-frequency bucket of every rung, per seed and as mean ± sd.
 - ``phi-controls``: one PHI round from the SFT model on the same round file, with the paper's hint block, without
   its mini example, with neutral text of equal length instead of the hints, and with no hinted draw
@@ -69,7 +69,7 @@ class Experiment:
 
 
 EXPERIMENTS = {
-    "seeds": Experiment("grpo", {"rl_seed_0": BASE, "rl_seed_1": ["--rl-seed", "1"], "rl_seed_2": ["--rl-seed", "2"]},
+    "seeds": Experiment("grpo", {"rl_seed_0": BASE, **{f"rl_seed_{i}": ["--rl-seed", str(i)] for i in range(1, 5)}},
                         "table"),
     "phi-controls": Experiment("phi", {
         "paper_block": ["--phi-rounds", "1"],
