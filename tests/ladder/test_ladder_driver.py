@@ -222,9 +222,11 @@ def test_phi_train_command_continues_from_the_previous_adapter(stub_tools):
 
 def test_phi_checkpoint_resume_seed_and_overrides_reach_every_round(stub_tools):
     """--phi-resume checkpoint: round t >= 2 resumes verl's whole checkpoint of round t-1 and stops at step
-    t x phi_steps; --rl-seed seeds the data order, vLLM and the hint draws; --phi-override reaches every round."""
+    t x phi_steps; --rl-seed seeds the data order, vLLM and the hint draws; --phi-override and
+    --rollout-temperature reach every round."""
     s, calls = stub_tools
-    s = replace(s, phi_resume="checkpoint", rl_seed=7, phi_overrides=("+data.phi_hint_style=neutral",))
+    s = replace(s, phi_resume="checkpoint", rl_seed=7, phi_overrides=("+data.phi_hint_style=neutral",),
+                rollout_temperature=0.6)
     template = ladder.phi_commands(s)["train"]
     check_template("train", template)
     prev = s.rounds / "round_1" / "checkpoints" / "global_step_2"
@@ -240,7 +242,7 @@ def test_phi_checkpoint_resume_seed_and_overrides_reach_every_round(stub_tools):
     for args in (first, second):
         assert not any(a.startswith("actor_rollout_ref.model.lora_adapter_path") for a in args)
         assert {"data.seed=7", "+data.phi_seed=7", f"actor_rollout_ref.rollout.seed={ladder.ROLLOUT_SEED + 7}",
-                "+data.phi_hint_style=neutral"} <= set(args)
+                "+data.phi_hint_style=neutral", "actor_rollout_ref.rollout.temperature=0.6"} <= set(args)
 
 
 def test_phi_checkpoint_resume_composes_with_verls_config(stub_tools):
