@@ -20,15 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from data_tools.ladder import run as ladder
+
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {"in-process": "0", "engine processes": "1"}
 
 
 def infer_once(run: Path, out: Path, samples: int, multiprocessing: str) -> float:
-    cmd = [sys.executable, "-m", "data_tools.evaluation.infer", "--data", str(run / "data" / "mimic3_full"),
-           "--split", "val", "--model", str(run / "models" / "sft" / "merged"), "--prompt", "train",
-           "--max-new-tokens", "160", "--max-model-len", "2048", "--dtype", "float32", "--enforce-eager",
-           "--max-samples", str(samples), "--out", str(out), "--overwrite"]
+    """The ladder's own inference command (``data_tools.ladder``'s), on the run's SFT model and validation notes."""
+    s = ladder._settings(ladder.build_parser().parse_args(["--out", str(run)]))
+    cmd = [*map(str, ladder._infer_cmd(s, s.models / "sft" / "merged", split="val", max_samples=samples)),
+           "--out", str(out), "--overwrite"]
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": multiprocessing}
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
