@@ -594,6 +594,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    """argparse type: a number above 0 (a learning rate, a sampling temperature)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bash recipes/quickstart.sh", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -618,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the pretrained backbone the paper starts from")
     p.add_argument("--sft-steps", type=_positive, default=800,
                    help="SFT optimizer steps, batch 4 (default %(default)s)")
-    p.add_argument("--sft-lr", type=float, default=1e-3,
+    p.add_argument("--sft-lr", type=_positive_float, default=1e-3,
                    help="SFT learning rate (default %(default)s: a tiny model needs far more than the paper's 1e-5)")
     p.add_argument("--grpo-steps", type=_positive, default=6, help="GRPO steps (default %(default)s)")
     p.add_argument("--phi-rounds", type=_non_negative, default=3,
@@ -631,10 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpo-batch", type=_positive, default=8,
                    help="prompts per GRPO/PHI step (default %(default)s); an even batch is updated in two "
                         "mini-batches of half the prompts")
-    p.add_argument("--grpo-lr", type=float, default=1e-3,
+    p.add_argument("--grpo-lr", type=_positive_float, default=1e-3,
                    help="LoRA learning rate of GRPO/PHI (default %(default)s: a tiny model needs a far larger step "
                         "than a real backbone)")
-    p.add_argument("--rollout-temperature", type=float, default=1.0,
+    p.add_argument("--rollout-temperature", type=_positive_float, default=1.0,
                    help="sampling temperature of GRPO/PHI rollouts (default %(default)s, as the paper; validation "
                         "and evaluation are greedy either way)")
     p.add_argument("--max-test", type=int, default=None,

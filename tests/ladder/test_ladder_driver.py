@@ -154,6 +154,10 @@ def test_step_and_batch_knobs_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         ladder.build_parser().parse_args(["--grpo-batch", "0"])
     assert "--grpo-batch: must be at least 1, got 0" in capsys.readouterr().err
+    for flag in ("--rollout-temperature", "--grpo-lr", "--sft-lr"):
+        with pytest.raises(SystemExit):
+            ladder.build_parser().parse_args([flag, "0"])
+        assert f"{flag}: must be above 0, got 0" in capsys.readouterr().err
 
 
 # --- PHI through data_tools.phi.rounds ------------------------------------------------------------------
